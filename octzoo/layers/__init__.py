@@ -1,0 +1,21 @@
+"""Tier 1: the octave operator and the block every family is built from (depends on torch only)."""
+
+from .blocks import OctConvNormAct, OctMap, convert_alpha, from_octave, oct_add, oct_apply, to_octave
+from .octconv import OctaveTensor, OctConv2d, check_alpha, low_size, pool2x, split_channels, upsample_to
+
+__all__ = [
+    "OctConv2d",
+    "OctConvNormAct",
+    "OctMap",
+    "OctaveTensor",
+    "check_alpha",
+    "convert_alpha",
+    "from_octave",
+    "low_size",
+    "oct_add",
+    "oct_apply",
+    "pool2x",
+    "split_channels",
+    "to_octave",
+    "upsample_to",
+]

@@ -1,0 +1,104 @@
+"""The one conv-norm-act block every family is built from, and parameter-free octave conversions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .octconv import OctaveTensor, OctConv2d, check_alpha, pool2x, split_channels, upsample_to
+
+__all__ = ["OctConvNormAct", "OctMap", "to_octave", "from_octave", "convert_alpha", "oct_add", "oct_apply"]
+
+OctMap = Tensor | OctaveTensor
+
+
+def oct_apply(fn: Callable[[Tensor], Tensor], x: OctMap) -> OctMap:
+    """Apply a per-pixel function to each branch (activations, dropout)."""
+    if isinstance(x, Tensor):
+        return fn(x)
+    return OctaveTensor(fn(x.high), fn(x.low))
+
+
+def oct_add(x: OctMap, y: OctMap) -> OctMap:
+    """Residual sum, per branch."""
+    if isinstance(x, Tensor):
+        return x + y
+    return OctaveTensor(x.high + y.high, x.low + y.low)
+
+
+def to_octave(x: Tensor, alpha: float) -> OctMap:
+    """Split a plain map into (high, low) without parameters: the first c_high channels stay, the last
+    c_low channels are average-pooled to half resolution."""
+    c_h, c_l = split_channels(x.shape[1], alpha)
+    if c_l == 0:
+        return x
+    return OctaveTensor(x[:, :c_h], pool2x(x[:, c_h:]))
+
+
+def from_octave(x: OctMap) -> Tensor:
+    """Merge (high, low) into one map: nearest-upsample low to the exact high size, concatenate after high."""
+    if isinstance(x, Tensor):
+        return x
+    return torch.cat([x.high, upsample_to(x.low, x.high.shape[-2:])], dim=1)
+
+
+def convert_alpha(x: OctMap, alpha_out: float) -> OctMap:
+    """Parameter-free change of alpha for identity shortcuts (only 0 -> alpha and alpha -> 0 occur)."""
+    if isinstance(x, Tensor):
+        return to_octave(x, alpha_out)
+    if alpha_out == 0:
+        return from_octave(x)
+    return to_octave(from_octave(x), alpha_out)
+
+
+class OctConvNormAct(nn.Module):
+    """OctConv2d -> per-branch norm -> per-branch activation (each branch has its own statistics).
+
+    With ``alpha_in = alpha_out = 0`` this is exactly conv -> norm -> act, the plain networks' block.
+    ``act_layer=None`` leaves the activation out (the last conv of a residual block, projections).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        alpha_in: float = 0.0,
+        alpha_out: float = 0.0,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer: Callable[[], nn.Module] | None = nn.ReLU,
+        padding: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.conv = OctConv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            groups=groups,
+            alpha_in=alpha_in,
+            alpha_out=alpha_out,
+        )
+        c_h, c_l = self.conv.out_split
+        self.norm_h = norm_layer(c_h)
+        self.norm_l = norm_layer(c_l) if c_l else None
+        self.act = act_layer(inplace=True) if act_layer is not None else nn.Identity()
+
+    @property
+    def alpha_in(self) -> float:
+        return self.conv.alpha_in
+
+    @property
+    def alpha_out(self) -> float:
+        return self.conv.alpha_out
+
+    def forward(self, x: OctMap) -> OctMap:
+        y = self.conv(x)
+        if isinstance(y, Tensor):
+            return self.act(self.norm_h(y))
+        return OctaveTensor(self.act(self.norm_h(y.high)), self.act(self.norm_l(y.low)))

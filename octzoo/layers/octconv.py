@@ -1,0 +1,187 @@
+"""Octave convolution (Chen et al., "Drop an Octave", ICCV 2019, arXiv 1904.05049).
+
+A feature map is split by frequency into a high branch at full resolution and a low branch at half
+resolution. One octave convolution maps (X^H, X^L) to (Y^H, Y^L) through four paths (paper Eq. 1-2):
+
+    Y^H = h2h(X^H) + upsample_nearest2x(l2h(X^L))
+    Y^L = l2l(X^L) + h2l(avgpool2x2(X^H))
+
+A path exists only when both its input and its output branch have channels, so alpha_in = alpha_out = 0
+is exactly one ``nn.Conv2d``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["OctaveTensor", "OctConv2d", "split_channels", "check_alpha", "low_size", "pool2x", "upsample_to"]
+
+
+class OctaveTensor(NamedTuple):
+    """Feature map split by frequency: high (N, C_h, H, W) and low (N, C_l, ceil(H/2), ceil(W/2))."""
+
+    high: Tensor
+    low: Tensor
+
+
+def check_alpha(alpha: float, name: str = "alpha") -> float:
+    """Validate a low-frequency share; octave layers need a high branch, so alpha must lie in [0, 1)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha < 1.0:
+        raise ValueError(
+            f"{name}={alpha!r} is not a valid low-frequency share: use a number in [0, 1) "
+            f"(0 = plain convolution, e.g. 0.25 or 0.5 for octave)"
+        )
+    return float(alpha)
+
+
+def split_channels(channels: int, alpha: float) -> tuple[int, int]:
+    """(c_high, c_low); the only place where the low share is rounded (official: int(alpha * c))."""
+    c_low = int(check_alpha(alpha) * channels)
+    return channels - c_low, c_low
+
+
+def low_size(size: int) -> int:
+    """Side of the low branch for a high branch of side ``size`` (ceil, so odd sizes work)."""
+    return math.ceil(size / 2)
+
+
+def pool2x(x: Tensor) -> Tensor:
+    """2x2 average pool at stride 2; a partial window at an odd border averages the pixels it covers."""
+    return F.avg_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
+
+
+def upsample_to(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour 2x upsample cropped to ``size`` (the high branch's exact H, W)."""
+    up = F.interpolate(x, scale_factor=2.0, mode="nearest")
+    return up[..., : size[0], : size[1]]
+
+
+def _conv(c_in: int, c_out: int, kernel_size, stride, padding, dilation, groups, bias) -> nn.Conv2d | None:
+    if c_in == 0 or c_out == 0:
+        return None
+    return nn.Conv2d(c_in, c_out, kernel_size, stride, padding, dilation, groups, bias)
+
+
+class OctConv2d(nn.Module):
+    """Octave convolution, a drop-in for ``nn.Conv2d`` (arXiv 1904.05049, Eq. 1-2).
+
+    Input is a Tensor when ``alpha_in == 0``, else a (high, low) pair; output is a Tensor when
+    ``alpha_out == 0``, else an :class:`OctaveTensor`. Stride 2 follows the official code wherever a low
+    branch is involved: average-pool first, then a stride-1 convolution (paper Table 3: better than a
+    strided conv); h2l pools twice and l2h is not upsampled, since it already has the new high
+    resolution. With ``alpha_in = alpha_out = 0`` the layer is exactly a (strided) ``nn.Conv2d``.
+    Depthwise (``groups == in_channels == out_channels`` with ``alpha_in == alpha_out``) keeps only h2h and
+    l2l, each depthwise on its own branch.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int | None = None,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        alpha_in: float = 0.5,
+        alpha_out: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"OctConv2d supports stride 1 or 2, got stride={stride}")
+        if padding is None:
+            padding = (kernel_size - 1) // 2 * dilation
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+        self.groups = groups
+        self.alpha_in = check_alpha(alpha_in, "alpha_in")
+        self.alpha_out = check_alpha(alpha_out, "alpha_out")
+        self.in_split = split_channels(in_channels, alpha_in)  # (c_high, c_low)
+        self.out_split = split_channels(out_channels, alpha_out)
+        (ci_h, ci_l), (co_h, co_l) = self.in_split, self.out_split
+        if ci_h == 0 or co_h == 0:
+            raise ValueError(f"{self._desc()}: the high branch is empty; lower alpha or raise the channel count")
+
+        # A plain layer is one (strided) conv; wherever a low branch is involved, stride is a pool.
+        self.plain = ci_l == 0 and co_l == 0
+        conv_stride = stride if self.plain else 1
+        args = (kernel_size, conv_stride, padding, dilation)
+        self.depthwise = groups > 1 and groups == in_channels == out_channels and alpha_in == alpha_out
+        if self.depthwise:
+            self.h2h = nn.Conv2d(ci_h, co_h, *args, groups=ci_h, bias=bias)
+            self.l2l = _conv(ci_l, co_l, *args, groups=max(ci_l, 1), bias=bias)
+            self.h2l = self.l2h = None
+        else:
+            for c in (ci_h, ci_l, co_h, co_l):
+                if c % groups:
+                    raise ValueError(
+                        f"{self._desc()}: groups={groups} must divide every branch's channels, "
+                        f"but the splits are in {self.in_split}, out {self.out_split} (high, low); "
+                        f"choose channels and alpha so that each branch is a multiple of {groups}"
+                    )
+            self.h2h = _conv(ci_h, co_h, *args, groups, bias)
+            self.h2l = _conv(ci_h, co_l, *args, groups, bias)
+            self.l2h = _conv(ci_l, co_h, *args, groups, bias)
+            self.l2l = _conv(ci_l, co_l, *args, groups, bias)
+
+    def _desc(self) -> str:
+        return (
+            f"OctConv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, alpha_in={self.alpha_in}, alpha_out={self.alpha_out})"
+        )
+
+    def extra_repr(self) -> str:
+        return f"alpha_in={self.alpha_in}, alpha_out={self.alpha_out}, stride={self.stride}"
+
+    def _split_input(self, x) -> tuple[Tensor, Tensor | None]:
+        """Validate the input against the declared split; returns (x_h, x_l)."""
+        ci_h, ci_l = self.in_split
+        if ci_l == 0:
+            if not isinstance(x, Tensor):
+                raise ValueError(f"{self._desc()} takes a plain Tensor (alpha_in=0), got {type(x).__name__}")
+            x_h, x_l = x, None
+        else:
+            if isinstance(x, Tensor) or not isinstance(x, (tuple, list)) or len(x) != 2:
+                raise ValueError(
+                    f"{self._desc()} takes a (high, low) pair such as OctaveTensor since alpha_in > 0, "
+                    f"got {type(x).__name__}; convert a plain map with octzoo.layers.to_octave(x, alpha)"
+                )
+            x_h, x_l = x
+        if x_h.dim() != 4:
+            raise ValueError(f"{self._desc()}: expected a 4-D (N, C, H, W) input, got shape {tuple(x_h.shape)}")
+        if x_h.shape[1] != ci_h:
+            raise ValueError(f"{self._desc()}: high branch must have {ci_h} channels, got {x_h.shape[1]}")
+        if x_l is not None:
+            want = (x_h.shape[0], ci_l, low_size(x_h.shape[2]), low_size(x_h.shape[3]))
+            if tuple(x_l.shape) != want:
+                raise ValueError(
+                    f"{self._desc()}: low branch must have shape {want} (N, C_low, ceil(H/2), ceil(W/2)) "
+                    f"for a high branch of shape {tuple(x_h.shape)}, got {tuple(x_l.shape)}"
+                )
+        return x_h, x_l
+
+    def forward(self, x: Tensor | OctaveTensor | tuple[Tensor, Tensor]) -> Tensor | OctaveTensor:
+        x_h, x_l = self._split_input(x)
+        if self.plain:
+            return self.h2h(x_h)
+        if self.stride == 2:
+            x_h = pool2x(x_h)  # (N, C_h, ceil(H/2), ceil(W/2)): pool before conv (paper Table 3)
+        y_h = self.h2h(x_h)
+        if x_l is not None:
+            x_l_in = x_l  # l2h reads the un-pooled low map; at stride 2 it already has the new high size
+            if self.stride == 2:
+                x_l = pool2x(x_l)
+            if self.l2h is not None:
+                y_lh = self.l2h(x_l_in)
+                y_h = y_h + (y_lh if self.stride == 2 else upsample_to(y_lh, y_h.shape[-2:]))
+        if self.out_split[1] == 0:
+            return y_h
+        y_l = self.h2l(pool2x(x_h)) if self.h2l is not None else None
+        if self.l2l is not None:
+            y_l = self.l2l(x_l) if y_l is None else y_l + self.l2l(x_l)
+        return OctaveTensor(y_h, y_l)

@@ -1,0 +1,182 @@
+"""MobileNetV1 (Howard et al. 2017) and MobileNetV2 (Sandler et al. 2018), plain and octave.
+
+Octave placement follows the official OctConv models (arXiv 1904.05049, Table 5):
+- MobileNetV1: plain 3x3/2 stem; over the 13 depthwise-separable blocks the depthwise convs have
+  alpha [0] + [a] * 10 + [0] * 2 and the pointwise convs go to [a] * 10 + [0] * 3.
+- MobileNetV2: only the expanded middle channels of the first 13 inverted-residual blocks are octave
+  (expand 1x1: 0 -> a, depthwise a -> a, project 1x1: a -> 0); the residual path and the last 4 blocks
+  stay plain. octzoo keeps torchvision's layout (``mobilenet_v2`` is torchvision's network), whose first
+  block has no expansion conv, so that block stays plain too: Oct-MobileNetV2 1.0 (a .375) counts
+  247.6 M MACs here against the paper's 256 M, whose first block keeps an expansion conv.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..layers import OctConvNormAct, check_alpha
+from ._common import IMAGENET_CFG, ClassifierMixin, check_num_classes, init_weights, make_divisible
+from ._registry import register_model
+
+__all__ = ["MobileNetV1", "MobileNetV2", "DepthwiseSeparable", "InvertedResidual"]
+
+# MobileNetV1 depthwise-separable blocks: (pointwise out channels, depthwise stride)
+V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
+
+# MobileNetV2 inverted residuals: t (expansion), c (out channels), n (repeats), s (first stride)
+V2_BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+V2_OCTAVE_BLOCKS = 13  # the first 13 inverted residuals carry octave middle channels
+
+
+class DepthwiseSeparable(nn.Module):
+    """3x3 depthwise (alpha_dw -> alpha_dw, carries the stride), then 1x1 pointwise (alpha_dw -> alpha_pw)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, alpha_dw: float, alpha_pw: float) -> None:
+        super().__init__()
+        self.dw = OctConvNormAct(in_ch, in_ch, 3, stride, groups=in_ch, alpha_in=alpha_dw, alpha_out=alpha_dw)
+        self.pw = OctConvNormAct(in_ch, out_ch, 1, alpha_in=alpha_dw, alpha_out=alpha_pw)
+
+    def forward(self, x):
+        return self.pw(self.dw(x))
+
+
+class MobileNetV1(ClassifierMixin, nn.Module):
+    """MobileNetV1 with octave depthwise-separable blocks; alpha = 0 gives the plain network.
+
+    Widths are ``make_divisible(c * width_mult, 8)`` (timm's rounding; exact for widths 0.25-1.0).
+    """
+
+    head_name = "classifier"
+
+    def __init__(
+        self,
+        alpha: float = 0.0,
+        width_mult: float = 1.0,
+        num_classes: int | None = None,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.alpha = a = check_alpha(alpha)
+        self.num_classes = check_num_classes(1000 if num_classes is None else num_classes)
+        self.drop_rate = drop_rate
+        alpha_dw = [0.0] + [a] * 10 + [0.0] * 2
+        alpha_pw = [a] * 10 + [0.0] * 3
+        in_ch = make_divisible(32 * width_mult)
+        layers: list[nn.Module] = [OctConvNormAct(in_chans, in_ch, 3, 2)]  # (N, 32w, H/2, W/2), plain stem
+        self.feature_info, reduction = [], 2
+        for i, (c, s) in enumerate(V1_BLOCKS):
+            out_ch = make_divisible(c * width_mult)
+            layers.append(DepthwiseSeparable(in_ch, out_ch, s, alpha_dw[i], alpha_pw[i]))
+            reduction *= s
+            next_stride = V1_BLOCKS[i + 1][1] if i + 1 < len(V1_BLOCKS) else 2
+            if next_stride == 2:  # the last block at each resolution is a feature level
+                self.feature_info.append(dict(num_chs=out_ch, reduction=reduction, module=f"features.{i + 1}"))
+            in_ch = out_ch
+        self.features = nn.Sequential(*layers)
+        self.num_features = in_ch
+        self.classifier = self._make_head(self.num_classes)
+        self.pretrained_cfg = dict(
+            IMAGENET_CFG, num_classes=self.num_classes, first_conv="features.0.conv.h2h", classifier="classifier"
+        )
+        init_weights(self, linear_std=0.01)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expand (0 -> alpha), 3x3 depthwise (alpha, carries the stride), 1x1 project (alpha -> 0); ReLU6.
+
+    The residual path is plain; only the expanded middle channels are octave.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, expand_ratio: int, alpha: float) -> None:
+        super().__init__()
+        hidden = round(in_ch * expand_ratio)
+        self.use_res_connect = stride == 1 and in_ch == out_ch
+        if expand_ratio == 1:
+            alpha = 0.0  # no expansion conv to go 0 -> alpha (torchvision's first block)
+        layers = []
+        if expand_ratio != 1:
+            layers.append(OctConvNormAct(in_ch, hidden, 1, alpha_out=alpha, act_layer=nn.ReLU6))
+        layers += [
+            OctConvNormAct(
+                hidden, hidden, 3, stride, groups=hidden, alpha_in=alpha, alpha_out=alpha, act_layer=nn.ReLU6
+            ),
+            OctConvNormAct(hidden, out_ch, 1, alpha_in=alpha, act_layer=None),
+        ]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class MobileNetV2(ClassifierMixin, nn.Module):
+    """MobileNetV2 in torchvision's layout and width rounding; alpha = 0 is torchvision's network."""
+
+    head_name = "classifier"
+
+    def __init__(
+        self,
+        alpha: float = 0.0,
+        width_mult: float = 1.0,
+        num_classes: int | None = None,
+        in_chans: int = 3,
+        drop_rate: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.alpha = check_alpha(alpha)
+        self.num_classes = check_num_classes(1000 if num_classes is None else num_classes)
+        self.drop_rate = drop_rate
+        in_ch = make_divisible(32 * width_mult)
+        layers: list[nn.Module] = [OctConvNormAct(in_chans, in_ch, 3, 2, act_layer=nn.ReLU6)]
+        self.feature_info, reduction = [], 2
+        for t, c, n, s in V2_BLOCKS:
+            out_ch = make_divisible(c * width_mult)
+            if s == 2 and len(layers) > 1:  # the block before a downsampling one ends a feature level
+                self.feature_info.append(dict(num_chs=in_ch, reduction=reduction, module=f"features.{len(layers) - 1}"))
+            for i in range(n):
+                alpha = self.alpha if len(layers) <= V2_OCTAVE_BLOCKS else 0.0
+                layers.append(InvertedResidual(in_ch, out_ch, s if i == 0 else 1, t, alpha))
+                in_ch = out_ch
+            reduction *= s
+        self.num_features = make_divisible(1280 * max(1.0, width_mult))
+        layers.append(OctConvNormAct(in_ch, self.num_features, 1, act_layer=nn.ReLU6))
+        self.feature_info.append(
+            dict(num_chs=self.num_features, reduction=reduction, module=f"features.{len(layers) - 1}")
+        )
+        self.features = nn.Sequential(*layers)
+        self.classifier = self._make_head(self.num_classes)
+        self.pretrained_cfg = dict(
+            IMAGENET_CFG, num_classes=self.num_classes, first_conv="features.0.conv.h2h", classifier="classifier"
+        )
+        init_weights(self, linear_std=0.01)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+
+# Default alphas: the paper's Table 5 rows for width 1.0 (Oct-MobileNetV1 .5, Oct-MobileNetV2 .375).
+@register_model
+def mobilenet_v1(width_mult: float = 1.0, **kwargs) -> MobileNetV1:
+    """MobileNetV1 (Howard et al. 2017): 4.23 M params, 569 M MACs at width 1.0."""
+    return MobileNetV1(width_mult=width_mult, **kwargs)
+
+
+@register_model
+def oct_mobilenet_v1(alpha: float = 0.5, width_mult: float = 1.0, **kwargs) -> MobileNetV1:
+    """Oct-MobileNetV1, arXiv 1904.05049, Table 5 (1.0 width, alpha .5: 321 M MACs; 0.75 width, .375: 213 M)."""
+    return MobileNetV1(alpha=alpha, width_mult=width_mult, **kwargs)
+
+
+@register_model
+def mobilenet_v2(width_mult: float = 1.0, **kwargs) -> MobileNetV2:
+    """MobileNetV2 (Sandler et al. 2018), torchvision's network: 3.50 M params, 300 M MACs."""
+    return MobileNetV2(width_mult=width_mult, **kwargs)
+
+
+@register_model
+def oct_mobilenet_v2(alpha: float = 0.375, width_mult: float = 1.0, **kwargs) -> MobileNetV2:
+    """Oct-MobileNetV2, arXiv 1904.05049, Table 5 (1.0 width, alpha .375; 1.125 width, alpha .5)."""
+    return MobileNetV2(alpha=alpha, width_mult=width_mult, **kwargs)

@@ -1,0 +1,332 @@
+"""ResNets for ImageNet (He et al. 2015, v1b) and CIFAR (He et al. 2016), plain and octave.
+
+One class serves both layouts and every alpha; the plain baselines are the same networks with
+alpha = 0 and then equal torchvision's (ImageNet) or the paper's (CIFAR, "option A" shortcuts).
+
+Octave placement (arXiv 1904.05049 and its official code), as (alpha_in, alpha_mid, alpha_out) per block:
+- ImageNet: stage 1 block 0 goes 0 -> a (conv1 and the projection); every other block of stages 1-3
+  is a -> a; stage 4 block 0 goes a -> 0 (conv1 and the projection); the rest of stage 4 is plain.
+- CIFAR (no official octave version): the first block goes 0 -> a (conv1; the identity shortcut is
+  split without parameters), the last block's last conv goes a -> 0 (its shortcut merged without
+  parameters), every conv in between is a -> a. Stem and head stay plain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers import OctaveTensor, OctConvNormAct, OctMap, check_alpha, convert_alpha, oct_add, oct_apply
+from ..layers.octconv import split_channels
+from ._common import CIFAR_CFG, IMAGENET_CFG, ClassifierMixin, check_num_classes, init_weights
+from ._registry import register_model
+
+__all__ = ["ResNet", "BasicBlock", "Bottleneck"]
+
+
+class ConvertAlpha(nn.Module):
+    """Parameter-free identity shortcut across a change of alpha (split + pool, or upsample + concat)."""
+
+    def __init__(self, alpha_out: float) -> None:
+        super().__init__()
+        self.alpha_out = alpha_out
+
+    def forward(self, x: OctMap) -> OctMap:
+        return convert_alpha(x, self.alpha_out)
+
+
+class ShortcutA(nn.Module):
+    """He et al.'s parameter-free "option A" downsampling: subsample 2x, zero-pad the new channels.
+
+    Each branch is padded to its own share of the output channels, so an octave map stays octave.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, alpha_in: float, alpha_out: float):
+        super().__init__()
+        self.stride = stride
+        self.pads = [
+            co - ci for ci, co in zip(split_channels(in_channels, alpha_in), split_channels(out_channels, alpha_in))
+        ]
+        self.convert = ConvertAlpha(alpha_out) if alpha_in != alpha_out else nn.Identity()
+
+    def _branch(self, x: Tensor, pad: int) -> Tensor:
+        x = x[..., :: self.stride, :: self.stride]  # (N, C, ceil(H/s), ceil(W/s))
+        return F.pad(x, (0, 0, 0, 0, pad // 2, pad - pad // 2))
+
+    def forward(self, x: OctMap) -> OctMap:
+        if isinstance(x, Tensor):
+            y = self._branch(x, self.pads[0])
+        else:
+            y = OctaveTensor(self._branch(x.high, self.pads[0]), self._branch(x.low, self.pads[1]))
+        return self.convert(y)
+
+
+def _shortcut(in_ch: int, out_ch: int, stride: int, alpha_in: float, alpha_out: float, kind: str) -> nn.Module:
+    if stride == 1 and in_ch == out_ch:
+        return ConvertAlpha(alpha_out) if alpha_in != alpha_out else nn.Identity()
+    if kind == "A":
+        return ShortcutA(in_ch, out_ch, stride, alpha_in, alpha_out)
+    return OctConvNormAct(in_ch, out_ch, 1, stride, alpha_in=alpha_in, alpha_out=alpha_out, act_layer=None)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs; conv1 goes alpha_in -> alpha_mid (and strides), conv2 alpha_mid -> alpha_out."""
+
+    expansion = 1
+
+    def __init__(self, in_ch: int, planes: int, stride: int, alphas: tuple[float, float, float], shortcut: str):
+        super().__init__()
+        a_in, a_mid, a_out = alphas
+        self.conv1 = OctConvNormAct(in_ch, planes, 3, stride, alpha_in=a_in, alpha_out=a_mid)
+        self.conv2 = OctConvNormAct(planes, planes, 3, alpha_in=a_mid, alpha_out=a_out, act_layer=None)
+        self.act = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_ch, planes, stride, a_in, a_out, shortcut)
+
+    def forward(self, x: OctMap) -> OctMap:
+        y = self.conv2(self.conv1(x))
+        return oct_apply(self.act, oct_add(y, self.downsample(x)))
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (carries the stride, v1b), 1x1 expand by 4; post-activation."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, planes: int, stride: int, alphas: tuple[float, float, float], shortcut: str):
+        super().__init__()
+        a_in, a_mid, a_out = alphas
+        out_ch = planes * self.expansion
+        self.conv1 = OctConvNormAct(in_ch, planes, 1, alpha_in=a_in, alpha_out=a_mid)
+        self.conv2 = OctConvNormAct(planes, planes, 3, stride, alpha_in=a_mid, alpha_out=a_mid)
+        self.conv3 = OctConvNormAct(planes, out_ch, 1, alpha_in=a_mid, alpha_out=a_out, act_layer=None)
+        self.act = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_ch, out_ch, stride, a_in, a_out, shortcut)
+
+    def forward(self, x: OctMap) -> OctMap:
+        y = self.conv3(self.conv2(self.conv1(x)))
+        return oct_apply(self.act, oct_add(y, self.downsample(x)))
+
+
+def octave_placement(layers: Sequence[int], alpha: float, layout: str) -> list[list[tuple[float, float, float]]]:
+    """(alpha_in, alpha_mid, alpha_out) of every block, stage by stage (see the module docstring)."""
+    a = alpha
+    if layout == "imagenet":
+        plan = [[(a, a, a)] * n for n in layers[:-1]] + [[(0.0, 0.0, 0.0)] * layers[-1]]
+        plan[0][0] = (0.0, a, a)
+        plan[-1][0] = (a, 0.0, 0.0)
+    else:
+        plan = [[(a, a, a)] * n for n in layers]
+        plan[-1][-1] = (a, a, 0.0)
+        plan[0][0] = (0.0, a, plan[0][0][2])  # the first block also ends the network when it is the only one
+    return plan
+
+
+class ResNet(ClassifierMixin, nn.Module):
+    """ResNet with octave convolutions; ``alpha = 0`` gives the plain network.
+
+    ``layout="imagenet"``: 7x7/2 stem, 3x3/2 max-pool, stages of 64/128/256/512 planes, projection shortcuts
+    (torchvision's ResNet). ``layout="cifar"``: 3x3 stem with 16 channels, no max-pool, stages of
+    16/32/64, parameter-free option-A shortcuts (He et al. 2016, Sec. 4.2).
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock | Bottleneck],
+        layers: Sequence[int],
+        alpha: float = 0.0,
+        layout: str = "imagenet",
+        num_classes: int | None = None,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        if layout not in ("imagenet", "cifar"):
+            raise ValueError(f"layout={layout!r}: use 'imagenet' or 'cifar'")
+        cifar = layout == "cifar"
+        self.alpha = check_alpha(alpha)
+        cfg = CIFAR_CFG if cifar else IMAGENET_CFG
+        self.num_classes = check_num_classes(cfg["num_classes"] if num_classes is None else num_classes)
+        self.drop_rate = drop_rate
+        stem_ch, planes, shortcut = (16, (16, 32, 64), "A") if cifar else (64, (64, 128, 256, 512), "B")
+        if len(layers) != len(planes):
+            raise ValueError(f"layout {layout!r} has {len(planes)} stages, got layers={tuple(layers)}")
+
+        # (N, 3, H, W) -> (N, 64, H/4, W/4) ImageNet, (N, 16, H, W) CIFAR; the stem is always plain.
+        self.conv1 = OctConvNormAct(in_chans, stem_ch, 3 if cifar else 7, 1 if cifar else 2)
+        self.maxpool = nn.Identity() if cifar else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.feature_info = [dict(num_chs=stem_ch, reduction=1 if cifar else 2, module="conv1")]
+        in_ch, reduction = stem_ch, 1 if cifar else 4
+        for i, (n, p, alphas) in enumerate(zip(layers, planes, octave_placement(layers, alpha, layout))):
+            stride = 1 if i == 0 else 2
+            blocks = []
+            for j, block_alphas in enumerate(alphas):
+                blocks.append(block(in_ch, p, stride if j == 0 else 1, block_alphas, shortcut))
+                in_ch = p * block.expansion
+            reduction *= stride
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+            self.feature_info.append(dict(num_chs=in_ch, reduction=reduction, module=f"layer{i + 1}"))
+        self.num_stages = len(layers)
+        self.num_features = in_ch
+        self.fc = self._make_head(self.num_classes)
+        self.pretrained_cfg = dict(cfg, num_classes=self.num_classes, first_conv="conv1.conv.h2h", classifier="fc")
+
+        init_weights(self)
+        if zero_init_residual:  # each residual branch starts as identity (Goyal et al. 2017)
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    last = m.conv3 if isinstance(m, Bottleneck) else m.conv2
+                    for norm in (last.norm_h, last.norm_l):
+                        if norm is not None:
+                            nn.init.zeros_(norm.weight)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.conv1(x))
+        for i in range(1, self.num_stages + 1):
+            x = getattr(self, f"layer{i}")(x)
+        return x  # the last stage is plain in both layouts
+
+
+def _imagenet(block, layers, alpha=0.0, **kwargs) -> ResNet:
+    return ResNet(block, layers, alpha=alpha, layout="imagenet", **kwargs)
+
+
+def _cifar(depth: int, alpha=0.0, **kwargs) -> ResNet:
+    return ResNet(BasicBlock, [(depth - 2) // 6] * 3, alpha=alpha, layout="cifar", **kwargs)
+
+
+# ImageNet ResNets. Default alphas: .25 (Table 2's headline trade-off; Oct-ResNet-50 3.1 G MACs at 78.0 %),
+# .125 for ResNet-152 (the paper's Oct-ResNet-152 row).
+@register_model
+def resnet18(**kwargs) -> ResNet:
+    """ResNet-18 (He et al. 2015), torchvision layout."""
+    return _imagenet(BasicBlock, (2, 2, 2, 2), **kwargs)
+
+
+@register_model
+def oct_resnet18(alpha: float = 0.25, **kwargs) -> ResNet:
+    """Oct-ResNet-18, arXiv 1904.05049."""
+    return _imagenet(BasicBlock, (2, 2, 2, 2), alpha, **kwargs)
+
+
+@register_model
+def resnet26(**kwargs) -> ResNet:
+    """ResNet-26: bottleneck blocks (2, 2, 2, 2), the paper's ablation baseline."""
+    return _imagenet(Bottleneck, (2, 2, 2, 2), **kwargs)
+
+
+@register_model
+def oct_resnet26(alpha: float = 0.25, **kwargs) -> ResNet:
+    """Oct-ResNet-26, arXiv 1904.05049, Table 2/Fig. 4."""
+    return _imagenet(Bottleneck, (2, 2, 2, 2), alpha, **kwargs)
+
+
+@register_model
+def resnet34(**kwargs) -> ResNet:
+    """ResNet-34 (He et al. 2015), torchvision layout."""
+    return _imagenet(BasicBlock, (3, 4, 6, 3), **kwargs)
+
+
+@register_model
+def oct_resnet34(alpha: float = 0.25, **kwargs) -> ResNet:
+    """Oct-ResNet-34, arXiv 1904.05049."""
+    return _imagenet(BasicBlock, (3, 4, 6, 3), alpha, **kwargs)
+
+
+@register_model
+def resnet50(**kwargs) -> ResNet:
+    """ResNet-50 (He et al. 2015), torchvision layout: 25,557,032 params, 4.09 G MACs."""
+    return _imagenet(Bottleneck, (3, 4, 6, 3), **kwargs)
+
+
+@register_model
+def oct_resnet50(alpha: float = 0.25, **kwargs) -> ResNet:
+    """Oct-ResNet-50, arXiv 1904.05049, Table 2: 3.565 / 3.104 / 2.367 / 1.880 G MACs at alpha .125-.75."""
+    return _imagenet(Bottleneck, (3, 4, 6, 3), alpha, **kwargs)
+
+
+@register_model
+def resnet101(**kwargs) -> ResNet:
+    """ResNet-101 (He et al. 2015), torchvision layout."""
+    return _imagenet(Bottleneck, (3, 4, 23, 3), **kwargs)
+
+
+@register_model
+def oct_resnet101(alpha: float = 0.25, **kwargs) -> ResNet:
+    """Oct-ResNet-101, arXiv 1904.05049, Table 2."""
+    return _imagenet(Bottleneck, (3, 4, 23, 3), alpha, **kwargs)
+
+
+@register_model
+def resnet152(**kwargs) -> ResNet:
+    """ResNet-152 (He et al. 2015), torchvision layout."""
+    return _imagenet(Bottleneck, (3, 8, 36, 3), **kwargs)
+
+
+@register_model
+def oct_resnet152(alpha: float = 0.125, **kwargs) -> ResNet:
+    """Oct-ResNet-152 in the v1b layout (9.69 G MACs at .125; the paper's 10.9 G uses a deep stem)."""
+    return _imagenet(Bottleneck, (3, 8, 36, 3), alpha, **kwargs)
+
+
+# CIFAR ResNets (6n + 2 layers). Default alpha .25.
+@register_model(cfg=CIFAR_CFG)
+def resnet20(**kwargs) -> ResNet:
+    """CIFAR ResNet-20 (He et al. 2016): 269,722 params, 40.55 M MACs."""
+    return _cifar(20, **kwargs)
+
+
+@register_model(cfg=CIFAR_CFG)
+def oct_resnet20(alpha: float = 0.25, **kwargs) -> ResNet:
+    """CIFAR Oct-ResNet-20: octave from the first block to the last block's last conv."""
+    return _cifar(20, alpha, **kwargs)
+
+
+@register_model(cfg=CIFAR_CFG)
+def resnet32(**kwargs) -> ResNet:
+    """CIFAR ResNet-32 (He et al. 2016)."""
+    return _cifar(32, **kwargs)
+
+
+@register_model(cfg=CIFAR_CFG)
+def oct_resnet32(alpha: float = 0.25, **kwargs) -> ResNet:
+    """CIFAR Oct-ResNet-32."""
+    return _cifar(32, alpha, **kwargs)
+
+
+@register_model(cfg=CIFAR_CFG)
+def resnet44(**kwargs) -> ResNet:
+    """CIFAR ResNet-44 (He et al. 2016)."""
+    return _cifar(44, **kwargs)
+
+
+@register_model(cfg=CIFAR_CFG)
+def oct_resnet44(alpha: float = 0.25, **kwargs) -> ResNet:
+    """CIFAR Oct-ResNet-44."""
+    return _cifar(44, alpha, **kwargs)
+
+
+@register_model(cfg=CIFAR_CFG)
+def resnet56(**kwargs) -> ResNet:
+    """CIFAR ResNet-56 (He et al. 2016): 0.85 M params, 125.5 M MACs."""
+    return _cifar(56, **kwargs)
+
+
+@register_model(cfg=CIFAR_CFG)
+def oct_resnet56(alpha: float = 0.25, **kwargs) -> ResNet:
+    """CIFAR Oct-ResNet-56."""
+    return _cifar(56, alpha, **kwargs)
+
+
+@register_model(cfg=CIFAR_CFG)
+def resnet110(**kwargs) -> ResNet:
+    """CIFAR ResNet-110 (He et al. 2016)."""
+    return _cifar(110, **kwargs)
+
+
+@register_model(cfg=CIFAR_CFG)
+def oct_resnet110(alpha: float = 0.25, **kwargs) -> ResNet:
+    """CIFAR Oct-ResNet-110."""
+    return _cifar(110, alpha, **kwargs)
