@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .octconv import OctaveTensor, OctConv2d, check_alpha, pool2x, split_channels, upsample_to
+from .octconv import OctaveTensor, OctConv2d, pool2x, split_channels, upsample_to
 
 __all__ = ["OctConvNormAct", "OctMap", "to_octave", "from_octave", "convert_alpha", "oct_add", "oct_apply"]
 

@@ -56,7 +56,7 @@ def remap_by_position(src: dict[str, Tensor], model: nn.Module) -> dict[str, Ten
     if len(src) != len(dst):
         raise ValueError(f"the file has {len(src)} tensors, {type(model).__name__} expects {len(dst)}")
     out = {}
-    for (k_src, v), (k_dst, ref) in zip(src.items(), dst.items()):
+    for (k_src, v), (k_dst, ref) in zip(src.items(), dst.items(), strict=True):
         if k_src.rsplit(".", 1)[-1] != k_dst.rsplit(".", 1)[-1] or v.shape != ref.shape:
             raise ValueError(
                 f"tensor {k_src!r} {tuple(v.shape)} does not match the model's {k_dst!r} {tuple(ref.shape)}: "

@@ -13,7 +13,7 @@ Octave placement (arXiv 1904.05049 and its official code), as (alpha_in, alpha_m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -46,9 +46,8 @@ class ShortcutA(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, alpha_in: float, alpha_out: float):
         super().__init__()
         self.stride = stride
-        self.pads = [
-            co - ci for ci, co in zip(split_channels(in_channels, alpha_in), split_channels(out_channels, alpha_in))
-        ]
+        c_in, c_out = split_channels(in_channels, alpha_in), split_channels(out_channels, alpha_in)
+        self.pads = [c_out[0] - c_in[0], c_out[1] - c_in[1]]  # zero channels to add to (high, low)
         self.convert = ConvertAlpha(alpha_out) if alpha_in != alpha_out else nn.Identity()
 
     def _branch(self, x: Tensor, pad: int) -> Tensor:
@@ -159,7 +158,7 @@ class ResNet(ClassifierMixin, nn.Module):
         self.maxpool = nn.Identity() if cifar else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.feature_info = [dict(num_chs=stem_ch, reduction=1 if cifar else 2, module="conv1")]
         in_ch, reduction = stem_ch, 1 if cifar else 4
-        for i, (n, p, alphas) in enumerate(zip(layers, planes, octave_placement(layers, alpha, layout))):
+        for i, (p, alphas) in enumerate(zip(planes, octave_placement(layers, alpha, layout), strict=True)):
             stride = 1 if i == 0 else 2
             blocks = []
             for j, block_alphas in enumerate(alphas):

@@ -1,0 +1,202 @@
+"""Every registered model: forward, backward, gradients, head reset, tiny and odd inputs, octave placement."""
+
+import pytest
+import torch
+
+import octzoo
+from octzoo.layers import OctConv2d, OctConvNormAct
+from octzoo.models import model_entry
+
+# One plain and one octave model per family (and per ResNet block type) run in the fast suite;
+# the slow marker covers every registered model.
+FAST = [
+    "resnet20",
+    "oct_resnet20",
+    "oct_resnet18",
+    "oct_resnet26",
+    "mobilenet_v1",
+    "oct_mobilenet_v1",
+    "mobilenet_v2",
+    "oct_mobilenet_v2",
+]
+ALL = [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in octzoo.list_models()]
+
+
+def small_input(name: str) -> tuple[int, int]:
+    """An odd size that still reaches the last stage with more than one pixel."""
+    return (13, 11) if model_entry(name).pretrained_cfg["input_size"][-1] == 32 else (67, 45)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_backward_every_parameter_gets_a_gradient(name):
+    torch.manual_seed(0)
+    model = octzoo.create_model(name, num_classes=7)
+    out = model(torch.randn(2, 3, *small_input(name)))
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert no_grad == []
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_tiny_inputs_down_to_one_pixel(name):
+    model = octzoo.create_model(name, num_classes=3).eval()
+    with torch.no_grad():
+        for size in [(1, 1), (2, 3), (5, 4)]:
+            assert model(torch.randn(1, 3, *size)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_head_reset_and_timm_interface(name):
+    model = octzoo.create_model(name, num_classes=0).eval()
+    x = torch.randn(2, 3, *small_input(name))
+    feats = model(x)
+    assert feats.shape == (2, model.num_features)
+    assert isinstance(model.get_classifier(), torch.nn.Identity)
+    model.reset_classifier(5)
+    assert model.get_classifier().out_features == 5
+    with torch.no_grad():
+        pre = model.forward_head(model.forward_features(x), pre_logits=True)
+        assert torch.allclose(pre, feats)
+        assert model(x).shape == (2, 5)
+
+
+@pytest.mark.parametrize("name", [n for n in octzoo.list_models("oct_*")])
+def test_octave_models_have_exactly_the_parameters_of_their_plain_twin(name):
+    plain = octzoo.create_model(name.removeprefix("oct_"))
+    n_plain = sum(p.numel() for p in plain.parameters())
+    for alpha in (0.125, 0.5, 0.75):
+        model = octzoo.create_model(name, alpha=alpha)
+        assert sum(p.numel() for p in model.parameters()) == n_plain
+
+
+@pytest.mark.parametrize("name", ["oct_resnet20", "oct_resnet50", "oct_mobilenet_v2"])
+def test_alpha_zero_octave_model_is_the_plain_model(name):
+    torch.manual_seed(0)
+    plain = octzoo.create_model(name.removeprefix("oct_")).eval()
+    oct0 = octzoo.create_model(name, alpha=0.0).eval()
+    assert list(plain.state_dict()) == list(oct0.state_dict())
+    oct0.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, *small_input(name))
+    with torch.no_grad():
+        assert torch.equal(plain(x), oct0(x))
+
+
+def _conv_alphas(model):
+    return [(m.alpha_in, m.alpha_out) for m in model.modules() if isinstance(m, OctConv2d)]
+
+
+def test_oct_resnet50_placement_follows_the_official_models():
+    m = octzoo.create_model("oct_resnet50", alpha=0.5)
+    assert (m.conv1.alpha_in, m.conv1.alpha_out) == (0, 0)
+    b = m.layer1[0]
+    assert [(c.alpha_in, c.alpha_out) for c in (b.conv1, b.conv2, b.conv3, b.downsample)] == [
+        (0, 0.5),
+        (0.5, 0.5),
+        (0.5, 0.5),
+        (0, 0.5),
+    ]
+    for layer in (m.layer1[1:], m.layer2, m.layer3):
+        assert all(a == (0.5, 0.5) for a in _conv_alphas(layer))
+    b = m.layer4[0]
+    assert [(c.alpha_in, c.alpha_out) for c in (b.conv1, b.conv2, b.conv3, b.downsample)] == [
+        (0.5, 0),
+        (0, 0),
+        (0, 0),
+        (0.5, 0),
+    ]
+    assert all(a == (0, 0) for a in _conv_alphas(m.layer4[1:]))
+
+
+def test_oct_resnet20_is_octave_from_the_first_block_to_the_last_conv():
+    m = octzoo.create_model("oct_resnet20", alpha=0.25)
+    alphas = _conv_alphas(m)
+    assert alphas[0] == (0, 0)  # stem
+    assert alphas[1] == (0, 0.25)  # first block, conv1
+    assert alphas[-1] == (0.25, 0)  # last block, conv2
+    assert all(a == (0.25, 0.25) for a in alphas[2:-1])
+
+
+def test_oct_mobilenet_placement():
+    v1 = octzoo.create_model("oct_mobilenet_v1", alpha=0.5)
+    blocks = v1.features[1:]
+    assert [b.dw.alpha_in for b in blocks] == [0] + [0.5] * 10 + [0] * 2
+    assert [b.pw.alpha_out for b in blocks] == [0.5] * 10 + [0] * 3
+    v2 = octzoo.create_model("oct_mobilenet_v2", alpha=0.375)
+    middle = [b.conv[-2].alpha_out for b in v2.features[1:-1]]  # each block's depthwise conv
+    assert middle == [0] + [0.375] * 12 + [0] * 4  # torchvision's first block has no expansion conv
+    assert all(isinstance(b.conv[-1], OctConvNormAct) and b.conv[-1].alpha_out == 0 for b in v2.features[1:-1])
+
+
+def test_blocks_have_per_branch_norm_statistics():
+    m = octzoo.create_model("oct_resnet20", alpha=0.5)
+    block = m.layer2[1].conv1
+    assert block.norm_h.num_features == 16 and block.norm_l.num_features == 16
+    assert block.norm_h is not block.norm_l
+
+
+def test_default_alphas_and_num_classes():
+    assert octzoo.create_model("oct_resnet50").alpha == 0.25
+    assert octzoo.create_model("oct_resnet152").alpha == 0.125
+    assert octzoo.create_model("oct_resnet20").alpha == 0.25
+    assert octzoo.create_model("oct_mobilenet_v1").alpha == 0.5
+    assert octzoo.create_model("oct_mobilenet_v2").alpha == 0.375
+    assert octzoo.create_model("resnet50").alpha == 0
+    assert octzoo.create_model("resnet20").num_classes == 10
+    assert octzoo.create_model("resnet18").num_classes == 1000
+
+
+def test_in_chans_changes_the_stem():
+    m = octzoo.create_model("oct_resnet20", in_chans=1)
+    assert m(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_list_models_patterns():
+    names = octzoo.list_models()
+    plain = ["resnet18", "resnet26", "resnet34", "resnet50", "resnet101", "resnet152"]
+    plain += ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "mobilenet_v1", "mobilenet_v2"]
+    assert sorted(names) == sorted(plain + ["oct_" + n for n in plain])
+    assert octzoo.list_models("oct_resnet2*") == ["oct_resnet20", "oct_resnet26"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(name="oct_resnet50", alpha=1.0), r"alpha=1\.0 .*\[0, 1\)"),
+        (dict(name="oct_resnet50", alpha=-0.1), r"\[0, 1\)"),
+        (dict(name="resnet50", alpha=0.5), "plain model.*oct_resnet50"),
+        (dict(name="resnet50", num_classes=-1), "num_classes=-1"),
+        (dict(name="resnet50", width_mult=0.5), "width_mult"),
+        (dict(name="oct_resnet5"), "did you mean .*'oct_resnet50'"),
+        (dict(name="mobilenetv2"), "did you mean 'mobilenet_v2'"),
+        (dict(name="oct_resnet20", pretrained=True), "no published weights"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        octzoo.create_model(**kwargs)
+
+
+def test_wrong_input_channels_names_the_layer():
+    m = octzoo.create_model("resnet20")
+    with pytest.raises(ValueError, match="high branch must have 3 channels, got 1"):
+        m(torch.randn(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("name", ["oct_resnet50", "oct_resnet20", "oct_mobilenet_v1", "oct_mobilenet_v2"])
+def test_features_only_returns_one_plain_map_per_stage(name):
+    model = octzoo.create_model(name, features_only=True).eval()
+    h, w = small_input(name)
+    with torch.no_grad():
+        feats = model(torch.randn(1, 3, h, w))
+    assert len(feats) == len(model.feature_info)
+    for f, info in zip(feats, model.feature_info, strict=True):
+        assert isinstance(f, torch.Tensor)
+        assert f.shape[1] == info["num_chs"]
+        assert f.shape[-2:] == (-(-h // info["reduction"]), -(-w // info["reduction"]))
+    sub = octzoo.create_model(name, features_only=True, out_indices=(1, 2))
+    assert [i["reduction"] for i in sub.feature_info] == [
+        model.feature_info[1]["reduction"],
+        model.feature_info[2]["reduction"],
+    ]
