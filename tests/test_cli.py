@@ -1,0 +1,169 @@
+"""The ``octzoo`` command, run in-process through ``octzoo.cli.main``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import pytest
+
+import octzoo
+from octzoo.cli import LIGHTNING_COMMANDS, main
+
+
+def run(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def parse_table(out: str) -> list[dict[str, str]]:
+    """Rows of the markdown table in ``out`` as dicts keyed by column name."""
+    lines = [line for line in out.splitlines() if line.startswith("|")]
+    header, separator, *body = ([c.strip() for c in line.strip("|").split("|")] for line in lines)
+    assert set("".join(separator)) == {"-"}
+    return [dict(zip(header, row, strict=True)) for row in body]
+
+
+def number(cell: str, unit: str = "") -> float:
+    value, _, got = cell.partition(" ")
+    assert got == unit, f"{cell!r}: expected unit {unit!r}"
+    return float(value)
+
+
+def test_models_lists_every_registered_name(capsys):
+    names = run(capsys, "models").split()
+    assert names == octzoo.list_models()
+    assert {"resnet20", "oct_resnet20", "resnet50", "oct_resnet50"} <= set(names)
+
+
+def test_models_pattern(capsys):
+    names = run(capsys, "models", "oct_resnet2*").split()
+    assert "oct_resnet20" in names
+    assert all(n.startswith("oct_resnet2") for n in names)
+    assert names == octzoo.list_models("oct_resnet2*")
+
+
+def test_models_keeps_order_and_drops_duplicates(capsys):
+    assert run(capsys, "models", "resnet20", "oct_resnet20", "resnet20").split() == ["resnet20", "oct_resnet20"]
+
+
+def test_models_profile_latency(capsys):
+    out = run(capsys, "models", "resnet20", "oct_resnet20", "--profile", "--latency", "--repeats", "2")
+    rows = parse_table(out)
+    assert list(rows[0]) == [
+        "model",
+        "alpha",
+        "input",
+        "params",
+        "MACs",
+        "MACs ratio",
+        "latency (ms)",
+        "latency ratio",
+    ]
+    assert [r["model"] for r in rows] == ["resnet20", "oct_resnet20"]
+    plain, octave = rows
+    assert float(plain["alpha"]) == 0 and 0 < float(octave["alpha"]) < 1
+    assert plain["input"] == octave["input"] == "32x32"
+    for row, name in zip(rows, ["resnet20", "oct_resnet20"], strict=True):
+        expected = octzoo.profile(octzoo.create_model(name), input_size=(3, 32, 32))
+        assert number(row["params"], "M") == pytest.approx(expected.params / 1e6, abs=0.005)
+        assert number(row["MACs"], "M") == pytest.approx(expected.macs / 1e6, abs=0.05)
+        assert number(row["latency (ms)"]) > 0
+    assert float(plain["MACs ratio"]) == 1 and float(plain["latency ratio"]) == 1
+    assert 0 < float(octave["MACs ratio"]) < 1  # the point of octave convolution
+    assert float(octave["latency ratio"]) > 0
+    assert "ratios against resnet20 (alpha 0)" in out and "median of 2 interleaved runs at batch 1" in out
+
+
+def test_models_alpha_gives_one_row_per_alpha(capsys):
+    rows = parse_table(run(capsys, "models", "resnet20", "oct_resnet20", "--profile", "--alpha", "0.125", "0.5"))
+    assert [(r["model"], float(r["alpha"])) for r in rows] == [
+        ("resnet20", 0),
+        ("oct_resnet20", 0.125),
+        ("oct_resnet20", 0.5),
+    ]
+    assert "latency (ms)" not in rows[0]
+    macs = [number(r["MACs"], "M") for r in rows]
+    assert macs[0] > macs[1] > macs[2]
+    assert len({r["params"] for r in rows}) == 1  # octave convolution keeps the parameter count
+
+
+def test_models_input_size(capsys):
+    small, large = (
+        parse_table(run(capsys, "models", "resnet20", "--profile", *size))[0] for size in ([], ["--input-size", "64"])
+    )
+    assert (small["input"], large["input"]) == ("32x32", "64x64")
+    assert number(large["MACs"], "M") == pytest.approx(4 * number(small["MACs"], "M"), rel=0.01)
+
+
+def test_models_imagenet_default_input(capsys):
+    row = parse_table(run(capsys, "models", "resnet50", "--profile"))[0]
+    assert row["input"] == "224x224"
+    assert row["params"] == "25.56 M" and row["MACs"] == "4.089 G"  # torchvision's ResNet-50
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["models", "no_such_model*"], "no registered model matches 'no_such_model*'"),
+        (["models", "resnet20", "--alpha", "0.5"], "add --profile or --latency"),
+        (["models", "resnet20", "--profile", "--repeats", "0"], "--repeats must be at least 1"),
+        (["no-such-command"], "invalid choice"),
+    ],
+)
+def test_usage_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["models"]])
+def test_help(capsys, command):
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {' '.join(['octzoo', *command])}")
+    if command == ["models"]:
+        for text in ("--profile", "--latency", "--alpha", "--input-size", "--threads", "pretrained_cfg", "interleaved"):
+            assert text in out
+    else:
+        for name in (*LIGHTNING_COMMANDS, "models"):
+            assert name in out
+
+
+def test_no_command_prints_help(capsys):
+    assert "usage: octzoo" in run(capsys)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("octzoo ")
+
+
+@pytest.mark.parametrize("command", LIGHTNING_COMMANDS)
+def test_lightning_commands_without_glue_fail_clearly(capsys, monkeypatch, command):
+    monkeypatch.setitem(sys.modules, "octzoo.cli_lightning", None)  # as if the module did not exist
+    assert main([command, "--help"]) == 2
+    err = capsys.readouterr().err
+    assert f"octzoo {command}: training is not available yet" in err
+
+
+def test_lightning_commands_are_handed_over_untouched(monkeypatch):
+    seen = []
+    glue = types.ModuleType("octzoo.cli_lightning")
+    glue.main = seen.append
+    monkeypatch.setitem(sys.modules, "octzoo.cli_lightning", glue)
+    assert main(["fit", "--config", "x.yaml", "--help"]) == 0
+    assert seen == [["fit", "--config", "x.yaml", "--help"]]
+
+
+def test_python_dash_m():
+    result = subprocess.run(
+        [sys.executable, "-m", "octzoo", "models", "resnet20"], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert result.stdout.split() == ["resnet20"]
