@@ -18,14 +18,19 @@ def oct_apply(fn: Callable[[Tensor], Tensor], x: OctMap) -> OctMap:
     """Apply a per-pixel function to each branch (activations, dropout)."""
     if isinstance(x, Tensor):
         return fn(x)
-    return OctaveTensor(fn(x.high), fn(x.low))
+    x_h, x_l = x
+    return OctaveTensor(fn(x_h), fn(x_l))
 
 
 def oct_add(x: OctMap, y: OctMap) -> OctMap:
-    """Residual sum, per branch."""
-    if isinstance(x, Tensor):
+    """Residual sum, per branch; the branches must have equal shapes (no silent broadcasting)."""
+    xs, ys = ((x,), (y,)) if isinstance(x, Tensor) else (tuple(x), tuple(y))
+    if len(xs) != len(ys) or any(a.shape != b.shape for a, b in zip(xs, ys, strict=False)):
+        shapes = [[tuple(t.shape) for t in z] for z in (xs, ys)]
+        raise ValueError(f"oct_add: branch shapes differ, {shapes[0]} vs {shapes[1]}")
+    if len(xs) == 1:
         return x + y
-    return OctaveTensor(x.high + y.high, x.low + y.low)
+    return OctaveTensor(xs[0] + ys[0], xs[1] + ys[1])
 
 
 def to_octave(x: Tensor, alpha: float) -> OctMap:
@@ -41,7 +46,8 @@ def from_octave(x: OctMap) -> Tensor:
     """Merge (high, low) into one map: nearest-upsample low to the exact high size, concatenate after high."""
     if isinstance(x, Tensor):
         return x
-    return torch.cat([x.high, upsample_to(x.low, x.high.shape[-2:])], dim=1)
+    x_h, x_l = x
+    return torch.cat([x_h, upsample_to(x_l, x_h.shape[-2:])], dim=1)
 
 
 def convert_alpha(x: OctMap, alpha_out: float) -> OctMap:
@@ -101,4 +107,5 @@ class OctConvNormAct(nn.Module):
         y = self.conv(x)
         if isinstance(y, Tensor):
             return self.act(self.norm_h(y))
-        return OctaveTensor(self.act(self.norm_h(y.high)), self.act(self.norm_l(y.low)))
+        y_h, y_l = y
+        return OctaveTensor(self.act(self.norm_h(y_h)), self.act(self.norm_l(y_l)))

@@ -13,6 +13,7 @@ is exactly one ``nn.Conv2d``.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ class OctaveTensor(NamedTuple):
 
 def check_alpha(alpha: float, name: str = "alpha") -> float:
     """Validate a low-frequency share; octave layers need a high branch, so alpha must lie in [0, 1)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha < 1.0:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= alpha < 1.0:
         raise ValueError(
             f"{name}={alpha!r} is not a valid low-frequency share: use a number in [0, 1) "
             f"(0 = plain convolution, e.g. 0.25 or 0.5 for octave)"
@@ -92,23 +93,34 @@ class OctConv2d(nn.Module):
         alpha_out: float = 0.5,
     ) -> None:
         super().__init__()
-        if stride not in (1, 2):
-            raise ValueError(f"OctConv2d supports stride 1 or 2, got stride={stride}")
         if padding is None:
             padding = (kernel_size - 1) // 2 * dilation
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
         self.groups = groups
-        self.alpha_in = check_alpha(alpha_in, "alpha_in")
-        self.alpha_out = check_alpha(alpha_out, "alpha_out")
+        self.alpha_in, self.alpha_out = alpha_in, alpha_out
+        for name, c in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+                raise ValueError(f"{self._desc()}: {name} must be a positive integer, got {c!r}")
+        try:
+            self.alpha_in = check_alpha(alpha_in, "alpha_in")
+            self.alpha_out = check_alpha(alpha_out, "alpha_out")
+        except ValueError as e:
+            raise ValueError(f"{self._desc()}: {e}") from None
         self.in_split = split_channels(in_channels, alpha_in)  # (c_high, c_low)
         self.out_split = split_channels(out_channels, alpha_out)
         (ci_h, ci_l), (co_h, co_l) = self.in_split, self.out_split
-        if ci_h == 0 or co_h == 0:
-            raise ValueError(f"{self._desc()}: the high branch is empty; lower alpha or raise the channel count")
 
         # A plain layer is one (strided) conv; wherever a low branch is involved, stride is a pool.
         self.plain = ci_l == 0 and co_l == 0
+        if not self.plain:
+            if stride not in (1, 2):
+                raise ValueError(f"{self._desc()}: octave layers support stride 1 or 2, got stride={stride}")
+            if 2 * padding != dilation * (kernel_size - 1):
+                raise ValueError(
+                    f"{self._desc()}: octave layers need 'same' padding so that the branches keep their sizes; "
+                    f"use an odd kernel_size with padding=None (got kernel_size={kernel_size}, padding={padding})"
+                )
         conv_stride = stride if self.plain else 1
         args = (kernel_size, conv_stride, padding, dilation)
         self.depthwise = groups > 1 and groups == in_channels == out_channels and alpha_in == alpha_out
@@ -143,7 +155,12 @@ class OctConv2d(nn.Module):
         ci_h, ci_l = self.in_split
         if ci_l == 0:
             if not isinstance(x, Tensor):
-                raise ValueError(f"{self._desc()} takes a plain Tensor (alpha_in=0), got {type(x).__name__}")
+                why = (
+                    "alpha_in=0"
+                    if self.alpha_in == 0
+                    else f"its low branch int({self.alpha_in} * {self.in_channels}) is empty"
+                )
+                raise ValueError(f"{self._desc()} takes a plain Tensor ({why}), got {type(x).__name__}")
             x_h, x_l = x, None
         else:
             if isinstance(x, Tensor) or not isinstance(x, (tuple, list)) or len(x) != 2:
@@ -152,6 +169,13 @@ class OctConv2d(nn.Module):
                     f"got {type(x).__name__}; convert a plain map with octzoo.layers.to_octave(x, alpha)"
                 )
             x_h, x_l = x
+            if not isinstance(x_h, Tensor) or not isinstance(x_l, Tensor):
+                raise ValueError(
+                    f"{self._desc()} takes a (high, low) pair of Tensors, "
+                    f"got ({type(x_h).__name__}, {type(x_l).__name__})"
+                )
+        if not isinstance(x_h, Tensor):
+            raise ValueError(f"{self._desc()} takes Tensors, got {type(x_h).__name__}")
         if x_h.dim() != 4:
             raise ValueError(f"{self._desc()}: expected a 4-D (N, C, H, W) input, got shape {tuple(x_h.shape)}")
         if x_h.shape[1] != ci_h:
