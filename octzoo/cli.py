@@ -93,7 +93,8 @@ models always have alpha 0.
 Latency is measured in eval mode under torch.inference_mode on random input, interleaved across the rows:
 after --warmup rounds, each of --repeats rounds runs every model once (the order rotating between rounds),
 so drift in machine load hits all rows alike; the median per row is reported. The ratio columns divide by
-the first alpha-0 row of the table (the first row if there is none)."""
+the plain twin of each row in the same table (oct_resnet50 -> resnet50, or the same model at alpha 0);
+rows whose twin is not in the table show "-"."""
 
 _MODELS_EPILOG = """\
 examples:
@@ -153,14 +154,11 @@ def _cmd_models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     if args.latency:
         _measure_latency(rows, args.batch_size, args.repeats, args.warmup)
     print(_format_table(rows, args.latency))
-    base = _baseline(rows)
-    notes = [f"ratios against {base.name} (alpha {base.alpha:g})"]
     if args.latency:
-        notes.append(
-            f"latency: median of {args.repeats} interleaved runs at batch {args.batch_size}, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU"
+        print(
+            f"\nlatency: median of {args.repeats} interleaved runs at batch {args.batch_size}, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU; ratios against the plain twin"
         )
-    print("\n" + "; ".join(notes))
     return 0
 
 
@@ -220,27 +218,31 @@ def _measure_latency(rows: list[_Row], batch_size: int, repeats: int, warmup: in
         row.latency_ms = 1e3 * statistics.median(samples)
 
 
-def _baseline(rows: list[_Row]) -> _Row:
-    return next((r for r in rows if r.alpha == 0), rows[0])
+def _twin(row: _Row, rows: list[_Row]) -> _Row | None:
+    """The plain row of the same family and input: ``oct_x`` -> ``x``, or the same model at alpha 0."""
+    plain = row.name.removeprefix("oct_")
+    return next(
+        (r for r in rows if r.alpha == 0 and r.name in (plain, row.name) and r.input_size == row.input_size), None
+    )
 
 
 def _format_table(rows: list[_Row], latency: bool) -> str:
-    base = _baseline(rows)
     header = ["model", "alpha", "input", "params", "MACs", "MACs ratio"]
     if latency:
         header += ["latency (ms)", "latency ratio"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in rows:
+        base = _twin(row, rows)
         cells = [
             row.name,
             f"{row.alpha:g}",
             "x".join(map(str, row.input_size[1:])),
             f"{row.params / 1e6:.2f} M",
             _format_macs(row.macs),
-            f"{row.macs / base.macs:.3f}" if base.macs else "-",
+            f"{row.macs / base.macs:.3f}" if base else "-",
         ]
         if latency:
-            cells += [f"{row.latency_ms:.2f}", f"{row.latency_ms / base.latency_ms:.2f}"]
+            cells += [f"{row.latency_ms:.2f}", f"{row.latency_ms / base.latency_ms:.2f}" if base else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

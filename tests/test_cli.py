@@ -73,7 +73,7 @@ def test_models_profile_latency(capsys):
     assert float(plain["MACs ratio"]) == 1 and float(plain["latency ratio"]) == 1
     assert 0 < float(octave["MACs ratio"]) < 1  # the point of octave convolution
     assert float(octave["latency ratio"]) > 0
-    assert "ratios against resnet20 (alpha 0)" in out and "median of 2 interleaved runs at batch 1" in out
+    assert "median of 2 interleaved runs at batch 1" in out and "ratios against the plain twin" in out
 
 
 def test_models_alpha_gives_one_row_per_alpha(capsys):
@@ -87,6 +87,27 @@ def test_models_alpha_gives_one_row_per_alpha(capsys):
     macs = [number(r["MACs"], "M") for r in rows]
     assert macs[0] > macs[1] > macs[2]
     assert len({r["params"] for r in rows}) == 1  # octave convolution keeps the parameter count
+
+
+def test_models_ratios_are_against_each_rows_plain_twin(capsys):
+    rows = parse_table(
+        run(
+            capsys,
+            "models",
+            "resnet20",
+            "oct_resnet20",
+            "resnet50",
+            "oct_resnet50",
+            "oct_resnet56",
+            "--profile",
+            "--alpha",
+            "0.5",
+        )
+    )
+    ratio = {r["model"]: r["MACs ratio"] for r in rows}
+    assert ratio["resnet20"] == ratio["resnet50"] == "1.000"
+    assert ratio["oct_resnet20"] == "0.476" and ratio["oct_resnet50"] == "0.579"  # 19.3 / 40.6 M, 2.367 / 4.089 G
+    assert ratio["oct_resnet56"] == "-"  # its twin is not in the table
 
 
 def test_models_input_size(capsys):
