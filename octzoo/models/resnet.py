@@ -58,7 +58,8 @@ class ShortcutA(nn.Module):
         if isinstance(x, Tensor):
             y = self._branch(x, self.pads[0])
         else:
-            y = OctaveTensor(self._branch(x.high, self.pads[0]), self._branch(x.low, self.pads[1]))
+            x_h, x_l = x
+            y = OctaveTensor(self._branch(x_h, self.pads[0]), self._branch(x_l, self.pads[1]))
         return self.convert(y)
 
 

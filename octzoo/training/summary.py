@@ -1,0 +1,159 @@
+"""``summary.json``: what every run writes in its run folder, so runs compare without a W&B server.
+
+Schema (version 1), written atomically at the start of a run, after every validation, at the end of
+``fit`` and after ``test``:
+
+- ``schema``: 1; ``status``: ``running`` | ``finished`` | ``interrupted`` | ``failed`` (a run killed
+  without warning stays ``running``: its ``updated_at`` tells how stale it is)
+- ``run_dir``, ``command`` (argv), ``config`` (the resolved LightningCLI config), ``seed``
+- ``model``, ``alpha``, ``params``, ``macs``, ``input_size``
+- ``data``: ``{"class": ..., "name": ..., "data_dir": ..., "num_classes": ...}``
+- ``epochs`` (completed), ``global_step``, ``wall_time_s`` (summed over resumed sessions)
+- ``metrics``: ``{"final": {name: value}, "best": {"val/acc1": {"value": ..., "epoch": ...}}, "test": {...}}``
+- ``checkpoints``: ``{"last": path | null, "best": path | null}``
+- ``wandb``: ``{"id": ..., "project": ..., "mode": "online" | "offline"}`` or null
+- ``versions``: octzoo, torch, lightning; ``started_at``, ``updated_at`` (ISO 8601, UTC)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
+
+__all__ = ["RunSummary", "read_summary", "write_json_atomic"]
+
+SCHEMA = 1
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write to a temporary file and rename it over ``path``: a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor)) and "/" in k}
+
+
+class RunSummary(Callback):
+    """Keeps ``<run folder>/summary.json`` up to date (rank zero only). ``config`` is set by the CLI."""
+
+    def __init__(self, monitor: str = "val/acc1") -> None:
+        self.monitor = monitor
+        self.config: dict[str, Any] | None = None
+        self.data: dict[str, Any] = {}
+        self._t0 = time.time()
+        self._wall_before = 0.0
+
+    def _path(self, trainer: L.Trainer) -> Path | None:
+        if trainer.log_dir is None:
+            return None
+        return Path(trainer.log_dir) / "summary.json"
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        path = self._path(trainer)
+        if not trainer.is_global_zero or path is None or (self.data and stage != "fit"):
+            return  # a test after fit in the same process keeps the fit's summary
+        self._t0 = time.time()
+        old = json.loads(path.read_text()) if path.is_file() else {}  # a resumed run continues its summary
+        self._wall_before = old.get("wall_time_s", 0.0) if stage == "fit" else 0.0
+        dm = trainer.datamodule
+        info = pl_module.model_profile(getattr(dm, "input_size", None))
+        self.data = old or {"started_at": _now(), "metrics": {"final": {}, "best": {}, "test": {}}}
+        self.data.update(
+            schema=SCHEMA,
+            run_dir=str(path.parent),
+            command=["octzoo", *sys.argv[1:]],
+            seed=int(os.environ.get("PL_GLOBAL_SEED", -1)),
+            data={
+                "class": type(dm).__name__ if dm is not None else None,
+                "name": getattr(dm, "name", None),
+                "data_dir": str(getattr(dm, "data_dir", "")) or None,
+                "num_classes": getattr(dm, "num_classes", None),
+            },
+            versions={"octzoo": _version(), "torch": torch.__version__, "lightning": L.__version__},
+            **info,
+        )
+        if self.config is not None:
+            self.data["config"] = self.config
+        self._write(trainer, "running")
+
+    def _write(self, trainer: L.Trainer, status: str) -> None:
+        path = self._path(trainer)
+        if not trainer.is_global_zero or path is None or not self.data:
+            return
+        d = self.data
+        d["status"] = status
+        d["updated_at"] = _now()
+        d["epochs"] = trainer.fit_loop.epoch_progress.current.completed
+        d["global_step"] = trainer.global_step
+        d["wall_time_s"] = round(self._wall_before + time.time() - self._t0, 1)
+        ckpt = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+        old = d.get("checkpoints") or {}
+        d["checkpoints"] = {  # a test run restores an older checkpoint state: keep the paths already known
+            "last": (ckpt.last_model_path if ckpt else None) or old.get("last"),
+            "best": (ckpt.best_model_path if ckpt else None) or old.get("best"),
+        }
+        wb = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+        d["wandb"] = (
+            {"id": wb.version, "project": wb.name, "mode": "offline" if wb._offline else "online"} if wb else None
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, d)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self.data:
+            return
+        metrics = _scalars(trainer.callback_metrics)
+        self.data["metrics"]["final"].update(metrics)
+        if self.monitor in metrics:
+            best = self.data["metrics"]["best"].get(self.monitor)
+            if best is None or metrics[self.monitor] > best["value"]:
+                self.data["metrics"]["best"][self.monitor] = {
+                    "value": metrics[self.monitor],
+                    "epoch": trainer.current_epoch,
+                }
+        self._write(trainer, "running")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.data:
+            self.data["metrics"]["final"].update(_scalars(trainer.callback_metrics))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, "interrupted" if trainer.interrupted else "finished")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.data:
+            self.data["metrics"]["test"] = {
+                k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("test/")
+            }
+            self._write(trainer, self.data.get("status") if self.data.get("status") != "running" else "finished")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._write(trainer, "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
