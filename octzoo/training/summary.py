@@ -64,16 +64,16 @@ class RunSummary(Callback):
         self.data: dict[str, Any] = {}
         self._t0 = time.time()
         self._wall_before = 0.0
-
-    def _path(self, trainer: L.Trainer) -> Path | None:
-        if trainer.log_dir is None:
-            return None
-        return Path(trainer.log_dir) / "summary.json"
+        self._file: Path | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        path = self._path(trainer)
-        if not trainer.is_global_zero or path is None or (self.data and stage != "fit"):
+        # trainer.log_dir broadcasts from rank zero: every rank must ask, and only here, never from rank zero alone
+        log_dir = trainer.log_dir
+        if self.data and stage != "fit":
             return  # a test after fit in the same process keeps the fit's summary
+        self._file = path = Path(log_dir) / "summary.json" if log_dir is not None else None
+        if not trainer.is_global_zero or path is None:
+            return
         self._t0 = time.time()
         old = json.loads(path.read_text()) if path.is_file() else {}  # a resumed run continues its summary
         self._wall_before = old.get("wall_time_s", 0.0) if stage == "fit" else 0.0
@@ -99,7 +99,7 @@ class RunSummary(Callback):
         self._write(trainer, "running")
 
     def _write(self, trainer: L.Trainer, status: str) -> None:
-        path = self._path(trainer)
+        path = self._file
         if not trainer.is_global_zero or path is None or not self.data:
             return
         d = self.data
