@@ -6,6 +6,10 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev
 TORCH_PIN ?= torch==2.14.1
 TORCHVISION_PIN ?= torchvision==0.29.1
 PYTEST_WORKERS ?= 2
+# The demo's data: a folder (official cifar-10-batches-py/, downloaded when missing and online, or an
+# image-folder tree) or the cifar10-jpeg.tar.gz archive itself.
+OCTZOO_DATA ?= ./data
+DEMO_EPOCHS ?= 1
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,7 +19,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help install demo test lint clean
 
 help:
-	@echo "make demo     create .venv if missing, install octzoo, profile resnet50 against oct_resnet50"
+	@echo "make demo     create .venv if missing, install octzoo, train CIFAR-10 Oct-ResNet-20 briefly and test it"
 	@echo "make test     create .venv if missing, install octzoo, run the whole test suite ($(PYTEST_WORKERS) workers)"
 	@echo "make lint     ruff check and ruff format --check"
 	@echo "make install  only create .venv and install"
@@ -34,7 +38,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/octzoo models resnet50 oct_resnet50 --profile --latency
+	$(BIN)/octzoo fit --config configs/cifar10/oct_resnet20.yaml --data.data_dir "$(OCTZOO_DATA)" \
+		--data.download true --trainer.max_epochs $(DEMO_EPOCHS) --test_after_fit true
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests

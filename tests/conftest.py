@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,3 +37,43 @@ def real_data() -> Path:
     if os.environ.get("OCTZOO_REQUIRE_REAL_DATA") == "1":
         pytest.fail(f"{message} (required because OCTZOO_REQUIRE_REAL_DATA=1)")
     pytest.skip(message)
+
+
+PER_BATCH, N_TEST = 20, 30  # 5 x 20 training images and 30 test images in the generated pickles
+
+
+def cifar_rows(n: int, start: int) -> np.ndarray:
+    """(n, 3072) uint8 rows in the official layout (R, G, B planes of 32x32); the first two bytes number them."""
+    rng = np.random.default_rng(start)
+    data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+    ids = np.arange(start, start + n)
+    data[:, 0], data[:, 1] = ids % 256, ids // 256
+    return data
+
+
+def write_cifar_pickles(root: Path) -> Path:
+    """A cifar-10-batches-py folder pickled exactly as the official archive (protocol 2, bytes keys)."""
+    from octzoo.data import CIFAR10_CLASSES
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for k, name in enumerate(names):
+        n = N_TEST if name == "test_batch" else PER_BATCH
+        start = k * PER_BATCH
+        batch = {
+            b"batch_label": f"batch {k}".encode(),
+            b"labels": [(start + i) % 10 for i in range(n)],
+            b"data": cifar_rows(n, start),
+            b"filenames": [f"img_{start + i}.png".encode() for i in range(n)],
+        }
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    meta = {b"num_cases_per_batch": PER_BATCH, b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return root
+
+
+@pytest.fixture
+def cifar10_pickles(tmp_path: Path) -> Path:
+    """A data_dir holding a small generated CIFAR-10 in the official pickle format."""
+    return write_cifar_pickles(tmp_path / "cifar")

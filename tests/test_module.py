@@ -171,3 +171,31 @@ def test_pretrained_file_and_profile(tmp_path):
         "macs": 28_385_920,
         "input_size": [3, 32, 32],
     }
+
+
+def test_gradient_clipping_and_ema_through_lightning(tmp_path):
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    w = "model.conv1.conv.h2h.weight"
+    weights = []
+    for callbacks in ([], [EMAWeightAveraging(decay=0.5)]):
+        L.seed_everything(0)
+        model = ImageClassifier("oct_resnet20", lr=0.05)
+        _trainer(tmp_path, epochs=1, callbacks=callbacks, gradient_clip_val=0.5, limit_val_batches=0).fit(
+            model, TinyData()
+        )
+        weights.append(model.state_dict()[w])
+    # the same run with EMA ends with averaged weights, not the last step's
+    assert torch.isfinite(weights[1]).all() and not torch.allclose(weights[0], weights[1])
+
+
+def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path):
+    data = TinyData()
+    data.ds.tensors[0][5] = float("nan")  # one poisoned image in the second batch of 4
+    model = ImageClassifier("resnet20", scheduler="none")
+    trainer = _trainer(tmp_path, epochs=1, limit_val_batches=0)
+    with pytest.raises(
+        FloatingPointError, match=r"non-finite training loss .* at global step \d+ \(epoch 0, batch \d\)"
+    ):
+        L.seed_everything(0)
+        trainer.fit(model, data)

@@ -121,6 +121,12 @@ class ImageClassifier(L.LightningModule):
         loss = lam * F.cross_entropy(logits, y_a, label_smoothing=ls)
         if lam < 1:
             loss = loss + (1 - lam) * F.cross_entropy(logits, y_b, label_smoothing=ls)
+        if not torch.isfinite(loss):  # stop before the optimiser spreads it into the weights
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step} (epoch "
+                f"{self.current_epoch}, batch {batch_idx}); the checkpoints saved so far are untouched. Lower the "
+                f"learning rate or add --trainer.gradient_clip_val, then resume from the last good checkpoint"
+            )
         self.train_acc1(logits, y_a)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/acc1", self.train_acc1, on_step=False, on_epoch=True)

@@ -1,0 +1,147 @@
+"""``octzoo fit|validate|test|predict``: LightningCLI over :class:`~octzoo.training.ImageClassifier`.
+
+Beyond LightningCLI's own behaviour (repeated ``--config`` files that compose, ``--print_config``,
+``class_path``/``init_args``):
+
+- a config file may name the files it builds on in ``_base_`` (a path or a list, relative to the file);
+  ``--config leaf.yaml`` then reads as ``--config base.yaml --config leaf.yaml``, recursively;
+
+- ``data.num_classes`` is linked to ``model.num_classes``;
+- a CSV logger whose ``name`` is ``auto`` is named after the model and alpha (``oct_resnet20_a0.25``), and
+  a W&B logger gets its group and tags from them, so every run has its own ``version_N`` folder;
+- ``fit --ckpt_path <run>/checkpoints/last.ckpt`` resumes in the same run folder and the same W&B run;
+- ``fit --test_after_fit true`` tests the best checkpoint and prints test top-1 with params and MACs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from .models import model_entry
+from .training import ImageClassifier, RunSummary, read_summary
+
+__all__ = ["OctzooCLI", "main"]
+
+
+class OctzooCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_argument("--test_after_fit", type=bool, default=False, help="test the best checkpoint after fit")
+
+    def _loggers(self, cfg) -> list:
+        loggers = cfg.trainer.get("logger")
+        if not loggers or loggers is True:
+            return []
+        return loggers if isinstance(loggers, list) else [loggers]
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        model = cfg.model
+        alpha = (model.model_kwargs or {}).get("alpha", model_entry(model.model_name).default_alpha) or 0.0
+        run_name = f"{model.model_name}_a{alpha:g}"
+        previous = self._resumed_run(cfg.get("ckpt_path")) if self.subcommand == "fit" else None
+        for logger in self._loggers(cfg):
+            args, kind = logger.init_args, logger.class_path.rsplit(".", 1)[-1]
+            if kind == "CSVLogger":
+                if args.get("name") in (None, "auto"):
+                    args.name = run_name
+                if previous:  # continue in the interrupted run's folder
+                    run_dir = Path(previous["run_dir"])
+                    args.save_dir, args.name, args.version = (
+                        str(run_dir.parent.parent),
+                        run_dir.parent.name,
+                        run_dir.name,
+                    )
+            elif kind == "WandbLogger":
+                args.group = args.get("group") or model.model_name
+                args.tags = args.get("tags") or [model.model_name, f"alpha={alpha:g}"]
+                if previous and previous.get("wandb"):
+                    args.id = previous["wandb"]["id"]
+                    args.resume = "allow"
+
+    @staticmethod
+    def _resumed_run(ckpt_path: str | None) -> dict[str, Any] | None:
+        """The summary of the run a ``<run>/checkpoints/*.ckpt`` belongs to, if it has one."""
+        if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry"):
+            return None
+        return read_summary(Path(ckpt_path).resolve().parent.parent)
+
+    def after_instantiate_classes(self) -> None:
+        if self.subcommand is None:
+            return
+        parser = self._parser(self.subcommand)
+        resolved = yaml.safe_load(parser.dump(self.config[self.subcommand], skip_none=False))
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, RunSummary):
+                cb.config = resolved
+
+    def after_fit(self) -> None:
+        if not self.config["fit"].get("test_after_fit"):
+            return
+        ckpt = self.trainer.checkpoint_callback
+        ckpt_path = "best" if ckpt is not None and getattr(ckpt, "best_model_path", "") else None
+        results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        if self.trainer.is_global_zero and results:
+            info = self.model.model_profile(getattr(self.datamodule, "input_size", None))
+            print(
+                f"{info['model']} (alpha {info['alpha']:g}): {info['params'] / 1e6:.3f} M params, "
+                f"{info['macs'] / 1e6:.2f} M MACs, test top-1 {100 * results[0]['test/acc1']:.2f} %"
+            )
+
+
+def expand_bases(argv: Sequence[str]) -> list[str]:
+    """Replace every ``--config FILE`` whose YAML has ``_base_`` by its chain of ``--config`` arguments.
+
+    The file itself is passed on as a YAML string without the ``_base_`` key, after its bases, so that its
+    values override theirs exactly as repeated ``--config`` files do.
+    """
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--config" and i + 1 < len(args):
+            out += _config_chain(Path(args[i + 1]), ())
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            out += _config_chain(Path(arg.split("=", 1)[1]), ())
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def _config_chain(path: Path, seen: tuple[Path, ...]) -> list[str]:
+    if not path.is_file():
+        return ["--config", str(path)]  # LightningCLI reports the missing file (or reads a YAML string)
+    if path.resolve() in seen:
+        raise ValueError(f"config {path} includes itself through _base_: {' -> '.join(map(str, seen))}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or "_base_" not in data:
+        return ["--config", str(path)]
+    bases = data.pop("_base_")
+    chain: list[str] = []
+    for base in [bases] if isinstance(bases, str) else bases:
+        chain += _config_chain(path.parent / base, (*seen, path.resolve()))
+    return chain + ["--config", yaml.safe_dump(data, sort_keys=False)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run LightningCLI with ``argv`` (``fit --config ...``); returns 0 (errors exit through SystemExit)."""
+    OctzooCLI(
+        ImageClassifier,
+        LightningDataModule,
+        subclass_mode_data=True,
+        args=expand_bases(sys.argv[1:] if argv is None else argv),
+        save_config_kwargs={"overwrite": True},  # each run has its own folder; a resumed run rewrites its own
+        auto_configure_optimizers=False,
+    )
+    return 0

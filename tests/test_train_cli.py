@@ -1,0 +1,232 @@
+"""``octzoo fit|test`` end to end: configs, run folders, summaries, W&B offline, DDP on CPU, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+
+import octzoo
+from octzoo.cli_lightning import OctzooCLI, expand_bases
+from octzoo.training import ImageClassifier
+
+# the in-process CLI tests pass args= while pytest's own argv is in sys.argv
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+
+CONFIGS = sorted(
+    p for p in (REPO_ROOT / "configs").rglob("*.yaml") if not p.name.startswith("_") and p.parent.name != "base"
+)
+SHORT = [
+    "--trainer.log_every_n_steps",
+    "1",
+    "--trainer.limit_train_batches",
+    "2",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.limit_test_batches",
+    "1",
+]
+
+
+def octzoo_cmd(*args: str, cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    env.pop("PYTEST_XDIST_WORKER", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "octzoo", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"octzoo {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[str(p.relative_to(REPO_ROOT / "configs")) for p in CONFIGS])
+def test_every_config_parses_and_builds_its_model(config, tmp_path):
+    args = expand_bases(["--config", str(config), "--data.data_dir", str(tmp_path), "--trainer.logger", "false"])
+    cli = OctzooCLI(ImageClassifier, run=False, args=args, subclass_mode_data=True, auto_configure_optimizers=False)
+    hp = cli.model.hparams
+    reference = octzoo.create_model(hp.model_name, num_classes=hp.num_classes, **(hp.model_kwargs or {}))
+    assert sum(p.numel() for p in cli.model.parameters()) == sum(p.numel() for p in reference.parameters())
+    assert cli.model.hparams.num_classes == cli.datamodule.num_classes
+
+
+def test_base_chain_lets_the_leaf_override(tmp_path):
+    leaf = REPO_ROOT / "configs/imagenet/oct_mobilenet_v2_100_a0375.yaml"
+    args = expand_bases(["--config", str(leaf)])
+    configs = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
+    # bases first, each file after the files it builds on; files with a _base_ pass on as YAML without it
+    assert configs[0].endswith("trainer.yaml") and "ImageNetDataModule" in configs[1]
+    assert "label_smoothing" in configs[2] and "oct_mobilenet_v2" in configs[3]
+    assert not any("_base_" in c for c in configs)
+    cli = OctzooCLI(
+        ImageClassifier,
+        run=False,
+        args=[*args, "--trainer.logger", "false"],
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+    )
+    assert cli.model.hparams.label_smoothing == 0.1 and cli.model.hparams.weight_decay == 4e-5
+    assert cli.trainer.max_epochs == 150 and cli.model.alpha == 0.375
+
+
+def test_fit_and_test_through_the_console_script(cifar10_pickles, tmp_path):
+    config = REPO_ROOT / "configs/cifar10/oct_resnet20.yaml"
+    common = ["--config", str(config), "--data.data_dir", str(cifar10_pickles), "--data.batch_size", "8", *SHORT]
+    proc = octzoo_cmd("fit", *common, "--trainer.max_epochs", "1", "--test_after_fit", "true", cwd=tmp_path)
+    assert "oct_resnet20 (alpha 0.25): 0.270 M params, 28.39 M MACs, test top-1" in proc.stdout
+    run = tmp_path / "runs/oct_resnet20_a0.25/version_0"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs"] == 1
+    assert (summary["model"], summary["alpha"], summary["params"], summary["macs"]) == (
+        "oct_resnet20",
+        0.25,
+        269_722,
+        28_385_920,
+    )
+    assert summary["data"]["class"] == "CIFAR10DataModule" and summary["data"]["num_classes"] == 10
+    assert set(summary["metrics"]["test"]) == {"test/loss", "test/acc1", "test/acc5"}
+    assert "val/acc1" in summary["metrics"]["best"]
+    assert summary["config"]["model"]["model_name"] == "oct_resnet20"
+    assert summary["wandb"]["mode"] == "offline"
+    assert (run / "checkpoints/last.ckpt").is_file() and (run / "config.yaml").is_file()
+
+    # a second run in the same folder gets its own version folder and leaves the first one alone
+    first = (run / "summary.json").read_bytes(), (run / "checkpoints/last.ckpt").stat().st_mtime_ns
+    octzoo_cmd("fit", *common, "--trainer.max_epochs", "1", cwd=tmp_path)
+    assert (tmp_path / "runs/oct_resnet20_a0.25/version_1/summary.json").is_file()
+    assert first == ((run / "summary.json").read_bytes(), (run / "checkpoints/last.ckpt").stat().st_mtime_ns)
+
+    # test a training checkpoint
+    proc = octzoo_cmd("test", *common, "--ckpt_path", str(run / "checkpoints/last.ckpt"), cwd=tmp_path)
+    assert "test/acc1" in proc.stdout
+
+
+def read_wandb_records(path: Path):
+    """The protobuf records of a W&B transaction log (``run-*.wandb``): leveldb-style 32 KiB blocks of
+    chunks with a 7-byte header (crc32c, length, type: 1 full, 2 first, 3 middle, 4 last) after a 7-byte
+    file header (b":W&B", magic, version)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, pos, pending = path.read_bytes(), 32768, 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 0 and length == 0:
+            break
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def test_wandb_offline_run_is_written_and_readable(cifar10_pickles, tmp_path):
+    config = REPO_ROOT / "configs/cifar10/resnet20.yaml"
+    octzoo_cmd(
+        "fit",
+        "--config",
+        str(config),
+        "--data.data_dir",
+        str(cifar10_pickles),
+        "--data.batch_size",
+        "8",
+        "--trainer.max_epochs",
+        "1",
+        *SHORT,
+        cwd=tmp_path,
+    )
+    runs = list((tmp_path / "runs/wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    keys, config_keys, group = set(), set(), None
+    for record in read_wandb_records(runs[0]):
+        if record.HasField("history"):
+            keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
+        if record.HasField("config"):
+            config_keys |= {item.key or "/".join(item.nested_key) for item in record.config.update}
+        if record.HasField("run"):
+            group = record.run.run_group
+    assert {"val/acc1", "val/acc5", "train/loss"} <= keys
+    assert {"model_name", "model_info/macs", "model_info/params"} <= config_keys
+    assert group == "resnet20"
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes_makes_one_run(cifar10_pickles, tmp_path):
+    config = REPO_ROOT / "configs/cifar10/resnet20.yaml"
+    octzoo_cmd(
+        "fit",
+        "--config",
+        str(config),
+        "--data.data_dir",
+        str(cifar10_pickles),
+        "--data.batch_size",
+        "8",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        *SHORT,
+        cwd=tmp_path,
+    )
+    assert len(list((tmp_path / "runs/wandb").glob("offline-run-*"))) == 1  # one W&B run per DDP job
+    versions = list((tmp_path / "runs/resnet20_a0").iterdir())
+    assert [v.name for v in versions] == ["version_0"]
+    summary = json.loads((versions[0] / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["global_step"] == 2
+    assert 0 <= summary["metrics"]["final"]["val/acc1"] <= 1
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_in_the_same_folder_and_wandb_run(cifar10_pickles, tmp_path):
+    config = REPO_ROOT / "configs/cifar10/resnet20.yaml"
+    common = ["--config", str(config), "--data.data_dir", str(cifar10_pickles), "--data.batch_size", "8", *SHORT]
+    env = dict(os.environ, WANDB_MODE="offline")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "octzoo", "fit", *common, "--trainer.max_epochs", "1000"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run = tmp_path / "runs/resnet20_a0/version_0"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until at least one epoch is checkpointed, then kill without warning
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+        if summary.get("epochs", 0) >= 1 and (run / "checkpoints/last.ckpt").is_file():
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    done = ckpt["epoch"] + 1
+    wandb_id = json.loads((run / "summary.json").read_text())["wandb"]["id"]
+
+    octzoo_cmd(
+        "fit",
+        *common,
+        "--trainer.max_epochs",
+        str(done + 1),
+        "--ckpt_path",
+        str(run / "checkpoints/last.ckpt"),
+        cwd=tmp_path,
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs"] == done + 1
+    assert summary["global_step"] == 2 * (done + 1)  # optimizer steps continue, not restart
+    assert summary["wandb"]["id"] == wandb_id
+    assert not (tmp_path / "runs/resnet20_a0/version_1").exists()
