@@ -22,6 +22,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         pass
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny tensors: intra-op threads only add overhead (tens of ms per op on a busy 2-core box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def real_data_dir() -> Path:
     """Where the real data lives: $OCTZOO_REAL_DATA, else ../shared/data beside the checkout."""
     return Path(os.environ.get("OCTZOO_REAL_DATA", REPO_ROOT.parent / "shared" / "data"))

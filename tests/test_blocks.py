@@ -18,13 +18,7 @@ from octzoo.layers import OctaveTensor, OctConvNormAct, convert_alpha, from_octa
 SIZES = [(1, 1), (2, 3), (5, 7), (8, 8), (9, 6)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Every tensor here is tiny: intra-op threads only add overhead (tens of ms per op on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ref_pool(x: Tensor) -> Tensor:

@@ -31,13 +31,7 @@ from octzoo.layers import OctaveTensor, OctConv2d, split_channels
 ATOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Every tensor here is tiny: intra-op threads only add overhead (tens of ms per conv on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PATHS = ("h2h", "h2l", "l2h", "l2l")

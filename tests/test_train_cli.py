@@ -34,6 +34,12 @@ SHORT = [
 ]
 
 
+def cifar_args(config: str, data_dir: Path) -> list[str]:
+    """A CIFAR-10 config run on the generated data with a handful of tiny batches."""
+    path = REPO_ROOT / "configs/cifar10" / f"{config}.yaml"
+    return ["--config", str(path), "--data.data_dir", str(data_dir), "--data.batch_size", "8", *SHORT]
+
+
 def octzoo_cmd(*args: str, cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
     env.pop("PYTEST_XDIST_WORKER", None)
@@ -77,8 +83,7 @@ def test_base_chain_lets_the_leaf_override(tmp_path):
 
 
 def test_fit_and_test_through_the_console_script(cifar10_pickles, tmp_path):
-    config = REPO_ROOT / "configs/cifar10/oct_resnet20.yaml"
-    common = ["--config", str(config), "--data.data_dir", str(cifar10_pickles), "--data.batch_size", "8", *SHORT]
+    common = cifar_args("oct_resnet20", cifar10_pickles)
     proc = octzoo_cmd("fit", *common, "--trainer.max_epochs", "1", "--test_after_fit", "true", cwd=tmp_path)
     assert "oct_resnet20 (alpha 0.25): 0.270 M params, 28.39 M MACs, test top-1" in proc.stdout
     run = tmp_path / "runs/oct_resnet20_a0.25/version_0"
@@ -132,18 +137,11 @@ def read_wandb_records(path: Path):
 
 
 def test_wandb_offline_run_is_written_and_readable(cifar10_pickles, tmp_path):
-    config = REPO_ROOT / "configs/cifar10/resnet20.yaml"
     octzoo_cmd(
         "fit",
-        "--config",
-        str(config),
-        "--data.data_dir",
-        str(cifar10_pickles),
-        "--data.batch_size",
-        "8",
+        *cifar_args("resnet20", cifar10_pickles),
         "--trainer.max_epochs",
         "1",
-        *SHORT,
         cwd=tmp_path,
     )
     runs = list((tmp_path / "runs/wandb").glob("offline-run-*/run-*.wandb"))
@@ -163,15 +161,9 @@ def test_wandb_offline_run_is_written_and_readable(cifar10_pickles, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes_makes_one_run(cifar10_pickles, tmp_path):
-    config = REPO_ROOT / "configs/cifar10/resnet20.yaml"
     octzoo_cmd(
         "fit",
-        "--config",
-        str(config),
-        "--data.data_dir",
-        str(cifar10_pickles),
-        "--data.batch_size",
-        "8",
+        *cifar_args("resnet20", cifar10_pickles),
         "--trainer.max_epochs",
         "1",
         "--trainer.accelerator",
@@ -180,7 +172,6 @@ def test_ddp_with_two_cpu_processes_makes_one_run(cifar10_pickles, tmp_path):
         "2",
         "--trainer.strategy",
         "ddp",
-        *SHORT,
         cwd=tmp_path,
     )
     assert len(list((tmp_path / "runs/wandb").glob("offline-run-*"))) == 1  # one W&B run per DDP job
@@ -193,8 +184,7 @@ def test_ddp_with_two_cpu_processes_makes_one_run(cifar10_pickles, tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_in_the_same_folder_and_wandb_run(cifar10_pickles, tmp_path):
-    config = REPO_ROOT / "configs/cifar10/resnet20.yaml"
-    common = ["--config", str(config), "--data.data_dir", str(cifar10_pickles), "--data.batch_size", "8", *SHORT]
+    common = cifar_args("resnet20", cifar10_pickles)
     env = dict(os.environ, WANDB_MODE="offline")
     proc = subprocess.Popen(
         [sys.executable, "-m", "octzoo", "fit", *common, "--trainer.max_epochs", "1000"],
