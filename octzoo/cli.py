@@ -251,5 +251,15 @@ def _format_macs(macs: int) -> str:
     return f"{macs / 1e9:.3f} G" if macs >= 1e9 else f"{macs / 1e6:.1f} M"
 
 
-# Each entry adds one subparser; later commands (bench, compare, export) slot in here.
-COMMANDS = [_add_models]
+# ---------------------------------------------------------------------------------------------------------------------
+# octzoo bench
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    from octzoo.bench.command import add_parser  # the parser and the run live with the benchmark
+
+    add_parser(commands)
+
+
+# Each entry adds one subparser; later commands (compare, export) slot in here.
+COMMANDS = [_add_models, _add_bench]

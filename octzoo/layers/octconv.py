@@ -16,8 +16,12 @@ import math
 import numbers
 from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .paths import path_weights, pooled_conv2d
+from .resample import CHANNELS_LAST, add_upsampled_, pool2x, upsample_to
 
 __all__ = ["OctaveTensor", "OctConv2d", "split_channels", "check_alpha", "low_size", "pool2x", "upsample_to"]
 
@@ -50,17 +54,6 @@ def low_size(size: int) -> int:
     return math.ceil(size / 2)
 
 
-def pool2x(x: Tensor) -> Tensor:
-    """2x2 average pool at stride 2; a partial window at an odd border averages the pixels it covers."""
-    return F.avg_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
-
-
-def upsample_to(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Nearest-neighbour 2x upsample cropped to ``size`` (the high branch's exact H, W)."""
-    up = F.interpolate(x, scale_factor=2.0, mode="nearest")
-    return up[..., : size[0], : size[1]]
-
-
 def _conv(c_in: int, c_out: int, kernel_size, stride, padding, dilation, groups, bias) -> nn.Conv2d | None:
     if c_in == 0 or c_out == 0:
         return None
@@ -77,6 +70,12 @@ class OctConv2d(nn.Module):
     resolution. With ``alpha_in = alpha_out = 0`` the layer is exactly a (strided) ``nn.Conv2d``.
     Depthwise (``groups == in_channels == out_channels`` with ``alpha_in == alpha_out``) keeps only h2h and
     l2l, each depthwise on its own branch.
+
+    The forward computes Eq. 1-2 (``octzoo.bench.naive`` is the path-by-path reference) in the way that is
+    fastest in eager PyTorch on the CPU: octave maps in channels_last, the upsampled l2h output added in
+    place without being materialised, l2h and l2l as one convolution at stride 1, h2l's pooled input not kept
+    for backward, and the prepared weights cached for inference (``clear_weight_cache``). Octave outputs are
+    channels_last; a plain output (``alpha_out == 0``) has the layout of the layer's weights.
     """
 
     def __init__(
@@ -193,19 +192,46 @@ class OctConv2d(nn.Module):
         x_h, x_l = self._split_input(x)
         if self.plain:
             return self.h2h(x_h)
+        w = path_weights(self)
+        # Octave maps live in channels_last: oneDNN's preferred layout, and the one in which pooling and the
+        # upsample-add vectorise over channels (no copy when the map already is, as between octave layers).
+        x_h = x_h.contiguous(memory_format=CHANNELS_LAST)
         if self.stride == 2:
             x_h = pool2x(x_h)  # (N, C_h, ceil(H/2), ceil(W/2)): pool before conv (paper Table 3)
-        y_h = self.h2h(x_h)
+        y_h = self._conv(x_h, *w["h2h"])
+        y_ll = None
         if x_l is not None:
-            x_l_in = x_l  # l2h reads the un-pooled low map; at stride 2 it already has the new high size
+            x_l = x_l.contiguous(memory_format=CHANNELS_LAST)
+            if "l2h+l2l" in w:  # stride 1: one conv for both paths that read x_l, (N, C_h + C_l, H/2, W/2)
+                y_lh, y_ll = self._conv(x_l, *w["l2h+l2l"]).split(self.out_split, dim=1)
+                y_h = add_upsampled_(y_h, y_lh)
+            elif "l2h" in w:  # from the un-pooled low map: at stride 2 it already has y_h's size
+                y_lh = self._conv(x_l, *w["l2h"])
+                y_h = y_h.add_(y_lh) if self.stride == 2 else add_upsampled_(y_h, y_lh)
             if self.stride == 2:
-                x_l = pool2x(x_l)
-            if self.l2h is not None:
-                y_lh = self.l2h(x_l_in)
-                y_h = y_h + (y_lh if self.stride == 2 else upsample_to(y_lh, y_h.shape[-2:]))
+                x_l = pool2x(x_l)  # (N, C_l, ceil(H/4), ceil(W/4))
         if self.out_split[1] == 0:
-            return y_h
-        y_l = self.h2l(pool2x(x_h)) if self.h2l is not None else None
-        if self.l2l is not None:
-            y_l = self.l2l(x_l) if y_l is None else y_l + self.l2l(x_l)
-        return OctaveTensor(y_h, y_l)
+            # a plain output keeps the layout of the model's weights (NCHW unless converted to channels_last)
+            return y_h.contiguous(memory_format=self._plain_layout())
+        if y_ll is None and "l2l" in w:
+            y_ll = self._conv(x_l, *w["l2l"])
+        if "h2l" not in w:
+            return OctaveTensor(y_h, y_ll)
+        y_hl = pooled_conv2d(x_h, *w["h2l"][:2], self.padding, self.dilation, w["h2l"][2])  # (N, C_l, H/2, W/2)
+        return OctaveTensor(y_h, y_hl if y_ll is None else y_hl.add_(y_ll))
+
+    def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> Tensor:
+        return F.conv2d(x, weight, bias, 1, self.padding, self.dilation, groups)
+
+    def _plain_layout(self) -> torch.memory_format:
+        w = self.h2h.weight  # (C_out, C_in, k, k); channels_last strides put C_in innermost
+        return CHANNELS_LAST if w.stride(1) == 1 and w.stride(-1) != 1 else torch.contiguous_format
+
+    def clear_weight_cache(self) -> None:
+        """Drop the weights cached for inference (needed only after in-place writes through ``.data``)."""
+        self.__dict__.pop("_weight_cache", None)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_weight_cache", None)  # derived from the parameters: never pickled or deep-copied
+        return state

@@ -1,0 +1,128 @@
+"""The ``octzoo bench`` subcommand: argument parsing, the run, and the files it writes."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import FAMILIES, Settings, run
+from .report import goal_lines, markdown_table, write_csv, write_json, write_plot
+
+__all__ = ["add_parser", "main"]
+
+DESCRIPTION = """\
+Octave networks against their plain twins, side by side in one process: parameters, multiply-adds (MACs),
+inference latency at batch 1 and at a larger batch, training throughput and the peak memory of a training
+step, each with its ratio to the plain network of the same family.
+
+Rows: the paper's Table 2 (ResNet-50 at alpha 0, .125, .25, .5, .75) and Table 5 (MobileNetV1 0.75 / 1.0,
+MobileNetV2 1.0 / 1.125) at 224 px, and CIFAR ResNet-20 / ResNet-56 at 32 px. Octave rows are also timed with
+the reference implementation the existing ports use (four convolutions, a materialised upsample, separate
+pools), and every row in channels_last (model and input converted; ratios against the plain twin in
+channels_last too) and, with --compile, compiled by torch.compile. "fastest" names the quickest mode.
+
+Latency: eval mode under torch.inference_mode on random input, the median of --repeats interleaved rounds
+(each round runs every model of the family once, the order rotating) after --warmup untimed rounds. Training
+throughput: images/s of SGD steps (forward, cross-entropy, backward, update) in train mode, interleaved the
+same way. Peak memory: torch's MemTracker around one training step, i.e. the peak of live tensor memory
+(parameters, gradients, momentum, activations, temporaries), independent of the allocator. Training is measured
+for the CIFAR families by default, for every family with --train all or --full (slow for the ImageNet nets).
+
+Clock: with --threads 1 the default (auto) is the calling thread's CPU time, which equals the wall time on an
+idle machine but leaves out time the core spends on other processes; --clock wall forces wall time."""
+
+EPILOG = """\
+examples:
+  octzoo bench                                   the default rows and measurements (a few minutes)
+  octzoo bench --full                            every alpha, training and memory for every family
+  octzoo bench --families ResNet-50 --repeats 20 one family, more repeats
+  octzoo bench --families "CIFAR ResNet-20" --compile --out results/"""
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "bench",
+        help="benchmark octave networks against their plain twins (latency, training, memory)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    names = [f.name for f in FAMILIES]
+    p.add_argument("--families", nargs="+", metavar="NAME", choices=names, help=f"families to run (from: {names})")
+    p.add_argument("--full", action="store_true", help="every alpha of every family; training for all families")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="torch intra-op threads (default: 1)")
+    p.add_argument("--repeats", type=int, default=10, metavar="R", help="timed rounds (default: 10)")
+    p.add_argument("--warmup", type=int, default=2, metavar="W", help="untimed rounds first (default: 2)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="B", help="the larger inference batch (default: 8)")
+    p.add_argument("--train", choices=["cifar", "all", "none"], help="who trains (default: cifar; all if --full)")
+    p.add_argument("--train-batch-size", type=int, metavar="B", help="training batch (default: 32 ImageNet, 128 CIFAR)")
+    p.add_argument("--no-naive", action="store_true", help="skip the reference four-convolution implementation")
+    p.add_argument("--no-channels-last", action="store_true", help="skip the channels_last variants")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd models (compiles take minutes)")
+    p.add_argument("--clock", choices=["auto", "wall", "cpu"], default="auto", help="timer (default: auto)")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR", help="output folder")
+    p.set_defaults(func=main, parser=p)
+
+
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    for flag, value, low in [("--threads", args.threads, 1), ("--repeats", args.repeats, 1),
+                             ("--warmup", args.warmup, 0), ("--batch-size", args.batch_size, 1),
+                             ("--train-batch-size", args.train_batch_size, 1)]:  # fmt: skip
+        if value is not None and value < low:
+            parser.error(f"{flag} must be at least {low}, got {value}")
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu counts the calling thread only; use it with --threads 1")
+    s = Settings(
+        threads=args.threads,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        batch_size=args.batch_size,
+        train=args.train or ("all" if args.full else "cifar"),
+        naive=not args.no_naive,
+        channels_last=not args.no_channels_last,
+        compile=args.compile,
+        full=args.full,
+        clock=args.clock,
+    )
+    if args.train_batch_size:
+        s.train_batch_imagenet = s.train_batch_cifar = args.train_batch_size
+    families = [f for f in FAMILIES if args.families is None or f.name in args.families]
+    start = time.time()
+    rows = run(families, s, log=lambda msg: print(f"[{time.time() - start:6.1f}s] {msg}", file=sys.stderr))
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("func", "parser")}
+    meta = dict(
+        torch=torch.__version__,
+        threads=s.threads,
+        clock=args.clock,
+        options=options,
+        machine=platform.machine(),
+        processor=platform.processor() or platform.machine(),
+        cpu_count=_cpu_count(),
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+        seconds=round(time.time() - start, 1),
+    )
+    print(markdown_table(rows, s.batch_size))
+    timer = "thread CPU time" if args.clock == "cpu" or (args.clock == "auto" and s.threads == 1) else "wall time"
+    print(f"\n(x): ratio to the plain twin of the same family (training: speed-up). torch {torch.__version__}, "
+          f"{s.threads} thread(s), {timer}; latency: median of {s.repeats} interleaved rounds after {s.warmup} "
+          f"warm-up; training: SGD at batch {s.train_batch_cifar} (CIFAR) / {s.train_batch_imagenet} (ImageNet); "
+          "peak: MemTracker's peak of live tensor memory in one training step.")  # fmt: skip
+    for line in goal_lines(rows):
+        print("- " + line)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, args.out / "bench.csv")
+    write_json(rows, meta, args.out / "bench.json")
+    written = ["bench.csv", "bench.json"] + (["bench.png"] if write_plot(rows, args.out / "bench.png") else [])
+    print(f"\nwrote {', '.join(str(args.out / w) for w in written)} in {meta['seconds']} s", file=sys.stderr)
+    return 0
+
+
+def _cpu_count() -> int | None:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
