@@ -155,7 +155,7 @@ def test_wandb_offline_run_is_written_and_readable(cifar10_pickles, tmp_path):
         if record.HasField("run"):
             group = record.run.run_group
     assert {"val/acc1", "val/acc5", "train/loss"} <= keys
-    assert {"model_name", "model_info/macs", "model_info/params"} <= config_keys
+    assert {"model_name", "model_info/macs", "model_info/params", "resolved_config"} <= config_keys
     assert group == "resnet20"
 
 

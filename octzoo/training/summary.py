@@ -96,6 +96,9 @@ class RunSummary(Callback):
         )
         if self.config is not None:
             self.data["config"] = self.config
+            for logger in trainer.loggers:  # W&B keeps the whole resolved config beside the module's hparams
+                if isinstance(logger, WandbLogger):
+                    logger.log_hyperparams({"resolved_config": self.config})
         self._write(trainer, "running")
 
     def _write(self, trainer: L.Trainer, status: str) -> None:
