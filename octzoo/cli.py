@@ -9,7 +9,6 @@ function plus one line in ``COMMANDS``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -203,19 +202,14 @@ def _build_row(octzoo, name: str, alpha: float | None, side: int | None) -> _Row
 
 def _measure_latency(rows: list[_Row], batch_size: int, repeats: int, warmup: int) -> None:
     """Median forward time per row, interleaved: every round runs each model once, the order rotating."""
+    from octzoo.bench.measure import interleaved_medians
+
     inputs = [torch.randn(batch_size, *row.input_size) for row in rows]
-    times: list[list[float]] = [[] for _ in rows]
     with torch.inference_mode():
-        for round_ in range(warmup + repeats):
-            for k in range(len(rows)):
-                i = (k + round_) % len(rows)
-                start = time.perf_counter()
-                rows[i].model(inputs[i])
-                elapsed = time.perf_counter() - start
-                if round_ >= warmup:
-                    times[i].append(elapsed)
-    for row, samples in zip(rows, times, strict=True):
-        row.latency_ms = 1e3 * statistics.median(samples)
+        fns = [lambda m=row.model, x=x: m(x) for row, x in zip(rows, inputs, strict=True)]
+        medians = interleaved_medians(fns, repeats, warmup, time.perf_counter)
+    for row, seconds in zip(rows, medians, strict=True):
+        row.latency_ms = 1e3 * seconds
 
 
 def _twin(row: _Row, rows: list[_Row]) -> _Row | None:
