@@ -1,7 +1,8 @@
 """Tier 1: the octave operator and the block every family is built from (depends on torch only)."""
 
 from .blocks import OctConvNormAct, OctMap, convert_alpha, from_octave, oct_add, oct_apply, to_octave
-from .octconv import OctaveTensor, OctConv2d, check_alpha, low_size, pool2x, split_channels, upsample_to
+from .octconv import OctaveTensor, OctConv2d, check_alpha, low_size, split_channels
+from .resample import pool2x, upsample_to
 
 __all__ = [
     "OctConv2d",

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .octconv import OctaveTensor, OctConv2d, pool2x, split_channels, upsample_to
+from .octconv import OctaveTensor, OctConv2d, split_channels
+from .resample import pool2x, upsample_to
 
 __all__ = ["OctConvNormAct", "OctMap", "to_octave", "from_octave", "convert_alpha", "oct_add", "oct_apply"]
 

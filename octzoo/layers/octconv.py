@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .paths import path_weights, pooled_conv2d
-from .resample import CHANNELS_LAST, add_upsampled_, pool2x, upsample_to
+from .resample import CHANNELS_LAST, add_upsampled_, pool2x
 
-__all__ = ["OctaveTensor", "OctConv2d", "split_channels", "check_alpha", "low_size", "pool2x", "upsample_to"]
+__all__ = ["OctaveTensor", "OctConv2d", "split_channels", "check_alpha", "low_size"]
 
 
 class OctaveTensor(NamedTuple):
