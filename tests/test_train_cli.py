@@ -113,6 +113,30 @@ def test_fit_and_test_through_the_console_script(cifar10_pickles, tmp_path):
     assert "test/acc1" in proc.stdout
 
 
+def test_two_runs_started_together_get_their_own_folders(cifar10_pickles, tmp_path):
+    env = dict(os.environ, WANDB_MODE="offline")
+    argv = [
+        sys.executable,
+        "-m",
+        "octzoo",
+        "fit",
+        *cifar_args("resnet20", cifar10_pickles),
+        "--trainer.max_epochs",
+        "1",
+    ]
+    procs = [
+        subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in "ab"
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-3000:]
+    runs = sorted((tmp_path / "runs/resnet20_a0").iterdir())
+    assert [r.name for r in runs] == ["version_0", "version_1"]
+    summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+    assert [s["run_dir"] for s in summaries] == ["runs/resnet20_a0/version_0", "runs/resnet20_a0/version_1"]
+    assert summaries[0]["wandb"]["id"] != summaries[1]["wandb"]["id"]
+    assert all(s["status"] == "finished" and (tmp_path / s["checkpoints"]["last"]).is_file() for s in summaries)
+
+
 def read_wandb_records(path: Path):
     """The protobuf records of a W&B transaction log (``run-*.wandb``): leveldb-style 32 KiB blocks of
     chunks with a 7-byte header (crc32c, length, type: 1 full, 2 first, 3 middle, 4 last) after a 7-byte
