@@ -31,6 +31,23 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def quiet_trainer(tmp_path: Path, epochs: int = 4, **kwargs):
+    """A CPU Lightning Trainer without logger, checkpoints, progress bar or summary; ``kwargs`` override."""
+    import lightning as L
+
+    defaults = dict(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+    )
+    return L.Trainer(**{**defaults, **kwargs})
+
+
 def real_data_dir() -> Path:
     """Where the real data lives: $OCTZOO_REAL_DATA, else ../shared/data beside the checkout."""
     return Path(os.environ.get("OCTZOO_REAL_DATA", REPO_ROOT.parent / "shared" / "data"))

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import N_TEST, PER_BATCH, cifar_rows, write_cifar_pickles
+from conftest import N_TEST, PER_BATCH, cifar_rows, quiet_trainer, write_cifar_pickles
 from PIL import Image
 
 from octzoo.data import (
@@ -356,16 +356,7 @@ def test_fit_and_checkpointed_position_through_lightning(cifar_pickles: Path, tm
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
     dm = CIFAR10DataModule(str(cifar_pickles), batch_size=16, cache_dir=str(tmp_path / "cache"))
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=3,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, epochs=1, limit_train_batches=3, limit_val_batches=1)
     module = Tiny()
     trainer.fit(module, datamodule=dm)
     assert len(module.seen) == 3 and all(x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32) for x in module.seen)
@@ -373,14 +364,7 @@ def test_fit_and_checkpointed_position_through_lightning(cifar_pickles: Path, tm
     state = torch.load(tmp_path / "last.ckpt", weights_only=False)["CIFAR10DataModule"]
     assert state == {"epoch": 0, "batches_served": 3, "seed": 0}
     with pytest.raises(DataError, match="has 10 classes but the model was built for 5"):
-        L.Trainer(
-            max_steps=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            default_root_dir=tmp_path,
-        ).fit(Tiny(num_classes=5), datamodule=dm)
+        quiet_trainer(tmp_path, max_steps=1).fit(Tiny(num_classes=5), datamodule=dm)
 
 
 # -- the real JPEG copy -------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import math
 import lightning as L
 import pytest
 import torch
+from conftest import quiet_trainer
 from lightning.pytorch.callbacks import Callback
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
@@ -42,24 +43,10 @@ class LrTrace(Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def _trainer(tmp_path, epochs=4, **kwargs):
-    defaults = dict(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        devices=1,
-    )
-    return L.Trainer(**{**defaults, **kwargs})
-
-
 def test_cosine_schedule_with_linear_warmup(tmp_path):
     model = ImageClassifier("resnet20", lr=0.4, min_lr=0.004, warmup_epochs=1, scheduler="cosine")
     trace = LrTrace()
-    _trainer(tmp_path, epochs=4, callbacks=[trace], limit_val_batches=0).fit(model, TinyData())
+    quiet_trainer(tmp_path, epochs=4, callbacks=[trace], limit_val_batches=0).fit(model, TinyData())
     lrs = trace.lrs  # 4 steps per epoch, 16 steps
     assert lrs[:4] == pytest.approx([0.1, 0.2, 0.3, 0.4])  # warm-up reaches lr after one epoch
     cosine = lrs[4:]
@@ -71,14 +58,14 @@ def test_cosine_schedule_with_linear_warmup(tmp_path):
 def test_step_schedule(tmp_path):
     model = ImageClassifier("resnet20", lr=0.1, scheduler="step", milestones=[1, 3], gamma=0.1)
     trace = LrTrace()
-    _trainer(tmp_path, epochs=4, callbacks=[trace], limit_val_batches=0).fit(model, TinyData())
+    quiet_trainer(tmp_path, epochs=4, callbacks=[trace], limit_val_batches=0).fit(model, TinyData())
     assert trace.lrs == pytest.approx([0.1] * 4 + [0.01] * 8 + [0.001] * 4)
 
 
 def test_onecycle_and_adamw(tmp_path):
     model = ImageClassifier("resnet20", optimizer="adamw", lr=0.01, scheduler="onecycle")
     trace = LrTrace()
-    _trainer(tmp_path, epochs=2, callbacks=[trace], limit_val_batches=0).fit(model, TinyData())
+    quiet_trainer(tmp_path, epochs=2, callbacks=[trace], limit_val_batches=0).fit(model, TinyData())
     assert isinstance(model.optimizers().optimizer, torch.optim.AdamW)
     assert max(trace.lrs) <= 0.01 + 1e-9 and trace.lrs[0] < 0.01 / 10  # starts low, peaks at lr
 
@@ -115,7 +102,7 @@ def test_mixup_cutmix_and_label_smoothing_train(tmp_path, mix):
             assert set(x_mixed[i].unique().tolist()) <= {float(i), float(y_b[i])}
             if y_b[i] != i:
                 assert pasted.float().mean().item() == pytest.approx(1 - lam)
-    _trainer(tmp_path, epochs=1, limit_val_batches=0).fit(model, TinyData())
+    quiet_trainer(tmp_path, epochs=1, limit_val_batches=0).fit(model, TinyData())
     assert torch.isfinite(torch.stack([p.sum() for p in model.parameters()])).all()
 
 
@@ -126,7 +113,7 @@ def test_bf16_mixed_and_channels_last(tmp_path):
         out = conv((torch.randn(2, 8, 9, 9), torch.randn(2, 8, 5, 5)))
     assert out.high.dtype == out.low.dtype == torch.bfloat16
     assert out.high.shape == (2, 16, 5, 5) and out.low.shape == (2, 16, 3, 3)
-    trainer = _trainer(tmp_path, epochs=1, precision="bf16-mixed")
+    trainer = quiet_trainer(tmp_path, epochs=1, precision="bf16-mixed")
     trainer.fit(model, TinyData())
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     assert model.model.conv1.conv.h2h.weight.is_contiguous(memory_format=torch.channels_last)
@@ -134,7 +121,7 @@ def test_bf16_mixed_and_channels_last(tmp_path):
 
 def test_metrics_are_logged_per_stage(tmp_path):
     model = ImageClassifier("resnet20")
-    trainer = _trainer(tmp_path, epochs=1)
+    trainer = quiet_trainer(tmp_path, epochs=1)
     trainer.fit(model, TinyData())
     for key in ("train/loss", "train/acc1", "train/lr", "val/loss", "val/acc1", "val/acc5"):
         assert key in trainer.logged_metrics, key
@@ -145,7 +132,7 @@ def test_metrics_are_logged_per_stage(tmp_path):
 
 def test_checkpoint_reloads_with_no_extra_arguments(tmp_path):
     model = ImageClassifier("oct_resnet20", model_kwargs={"alpha": 0.5}, lr=0.05)
-    trainer = _trainer(tmp_path, epochs=1, enable_checkpointing=True)
+    trainer = quiet_trainer(tmp_path, epochs=1, enable_checkpointing=True)
     trainer.fit(model, TinyData())
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
@@ -181,7 +168,7 @@ def test_gradient_clipping_and_ema_through_lightning(tmp_path):
     for callbacks in ([], [EMAWeightAveraging(decay=0.5)]):
         L.seed_everything(0)
         model = ImageClassifier("oct_resnet20", lr=0.05)
-        _trainer(tmp_path, epochs=1, callbacks=callbacks, gradient_clip_val=0.5, limit_val_batches=0).fit(
+        quiet_trainer(tmp_path, epochs=1, callbacks=callbacks, gradient_clip_val=0.5, limit_val_batches=0).fit(
             model, TinyData()
         )
         weights.append(model.state_dict()[w])
@@ -193,7 +180,7 @@ def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path):
     data = TinyData()
     data.ds.tensors[0][5] = float("nan")  # one poisoned image in the second batch of 4
     model = ImageClassifier("resnet20", scheduler="none")
-    trainer = _trainer(tmp_path, epochs=1, limit_val_batches=0)
+    trainer = quiet_trainer(tmp_path, epochs=1, limit_val_batches=0)
     with pytest.raises(
         FloatingPointError, match=r"non-finite training loss .* at global step \d+ \(epoch 0, batch \d\)"
     ):
