@@ -1,5 +1,6 @@
 """Every registered model: forward, backward, gradients, head reset, tiny and odd inputs, octave placement."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,6 +42,8 @@ def test_forward_backward_every_parameter_gets_a_gradient(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_tiny_inputs_down_to_one_pixel(name):
+    """Inputs smaller than the network's total stride (32) are valid, not errors: every downsampling (strided
+    conv, pooling, the low branch's 2x pool) rounds up, so a 1 x 1 image stays 1 x 1 down to the head."""
     model = octzoo.create_model(name, num_classes=3).eval()
     with torch.no_grad():
         for size in [(1, 1), (2, 3), (5, 4)]:
@@ -160,28 +163,89 @@ def test_list_models_patterns():
     assert octzoo.list_models("oct_resnet2*") == ["oct_resnet20", "oct_resnet26"]
 
 
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        (dict(name="oct_resnet50", alpha=1.0), r"alpha=1\.0 .*\[0, 1\)"),
-        (dict(name="oct_resnet50", alpha=-0.1), r"\[0, 1\)"),
-        (dict(name="resnet50", alpha=0.5), "plain model.*oct_resnet50"),
-        (dict(name="resnet50", num_classes=-1), "num_classes=-1"),
-        (dict(name="resnet50", width_mult=0.5), "width_mult"),
-        (dict(name="oct_resnet5"), "did you mean .*'oct_resnet50'"),
-        (dict(name="mobilenetv2"), "did you mean 'mobilenet_v2'"),
-        (dict(name="oct_resnet20", pretrained=True), "no published weights"),
-    ],
-)
+BAD_ARGUMENTS = [
+    (dict(name="oct_resnet50", alpha=1.0), r"alpha=1\.0 .*\[0, 1\)"),
+    (dict(name="oct_resnet50", alpha=-0.1), r"\[0, 1\)"),
+    (dict(name="oct_resnet20", alpha="0.5"), r"alpha='0\.5' .*\[0, 1\)"),
+    (dict(name="oct_mobilenet_v2", alpha=float("nan")), r"alpha=nan .*\[0, 1\)"),
+    (dict(name="resnet50", alpha=0.5), "plain model.*oct_resnet50"),
+    (dict(name="resnet50", num_classes=-1), "num_classes=-1"),
+    (dict(name="resnet20", num_classes=2.5), r"num_classes=2\.5 must be an integer"),
+    (dict(name="resnet20", num_classes=True), "num_classes=True must be an integer"),
+    (dict(name="resnet50", width_mult=0.5), "width_mult"),
+    (dict(name="mobilenet_v1", width_mult=0), "width_mult=0 must be a number > 0"),
+    (dict(name="oct_mobilenet_v2", width_mult=-1.0), r"width_mult=-1\.0 must be a number > 0"),
+    (dict(name="resnet20", in_chans=0), "in_chans=0 must be an integer >= 1"),
+    (dict(name="mobilenet_v2", drop_rate=1.0), r"drop_rate=1\.0 must be a dropout probability in \[0, 1\)"),
+    # a low branch that rounds away in the 16-channel stage but not in later ones: option-A shortcuts cannot
+    # create it, so the model says which alpha works instead of failing in the first stage transition
+    (dict(name="oct_resnet20", alpha=0.05), r"CIFAR ResNet-20: alpha=0\.05 .*16-channel stage .*alpha >= 0\.0625"),
+    (dict(name="oct_resnet56", alpha=0.03), r"CIFAR ResNet-56: alpha=0\.03 .*64-channel stage has some"),
+    (dict(name="oct_resnet5"), "did you mean .*'oct_resnet50'"),
+    (dict(name="mobilenetv2"), "did you mean 'mobilenet_v2'"),
+    (dict(name="oct_resnet20", pretrained=True), "no published weights"),
+]
+
+
+@pytest.mark.parametrize("kwargs, match", BAD_ARGUMENTS)
 def test_bad_arguments_raise_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         octzoo.create_model(**kwargs)
 
 
-def test_wrong_input_channels_names_the_layer():
-    m = octzoo.create_model("resnet20")
-    with pytest.raises(ValueError, match="high branch must have 3 channels, got 1"):
-        m(torch.randn(1, 1, 8, 8))
+@pytest.mark.parametrize("alpha", [0.01, 0.0625, 0.999])
+def test_extreme_alphas_that_keep_the_branches_consistent_build_and_run(alpha):
+    # 0.01 rounds every low branch away (a plain network), 0.0625 is the smallest alpha with one low channel
+    # in every CIFAR stage, 0.999 leaves one high channel per layer
+    model = octzoo.create_model("oct_resnet20", alpha=alpha, num_classes=3).eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 3, 7, 5))).all()
+
+
+# Every kind of wrong input is refused at the model's door, naming the model, before any convolution runs.
+BAD_INPUTS = [
+    ("list", lambda: [[0.0] * 8] * 8, TypeError, r"takes a float Tensor of shape \(N, 3, H, W\), got list$"),
+    ("ndarray", lambda: np.zeros((1, 3, 8, 8), np.float32), TypeError, r"got ndarray; convert with torch\.as_tensor"),
+    ("pair", lambda: (torch.zeros(1, 3, 8, 8), torch.zeros(1, 1, 4, 4)), TypeError, "got tuple"),
+    (
+        "uint8",
+        lambda: torch.zeros(1, 3, 8, 8, dtype=torch.uint8),
+        TypeError,
+        r"dtype torch\.uint8; .*x\.float\(\) / 255",
+    ),
+    ("int64", lambda: torch.zeros(1, 3, 8, 8, dtype=torch.long), TypeError, r"dtype torch\.int64"),
+    ("unbatched", lambda: torch.zeros(3, 8, 8), ValueError, r"3-D Tensor of shape \(3, 8, 8\); .*unsqueeze\(0\)"),
+    ("2-D", lambda: torch.zeros(8, 8), ValueError, r"2-D Tensor of shape \(8, 8\)$"),
+    ("5-D", lambda: torch.zeros(1, 1, 3, 8, 8), ValueError, r"5-D Tensor of shape \(1, 1, 3, 8, 8\)"),
+    ("grey", lambda: torch.zeros(1, 1, 8, 8), ValueError, r"got 1 channels .*in_chans=1"),
+    ("rgba", lambda: torch.zeros(2, 4, 8, 8), ValueError, r"got 4 channels \(shape \(2, 4, 8, 8\)\)"),
+    ("NHWC", lambda: torch.zeros(1, 8, 8, 3), ValueError, r"got 8 channels .*x\.permute\(0, 3, 1, 2\)"),
+    ("zero height", lambda: torch.zeros(1, 3, 0, 8), ValueError, r"empty image shape \(1, 3, 0, 8\)"),
+    ("zero width", lambda: torch.zeros(1, 3, 8, 0), ValueError, r"empty image shape \(1, 3, 8, 0\)"),
+]
+FAMILY_PAIRS = ["resnet20", "oct_resnet20", "oct_resnet18", "mobilenet_v1", "oct_mobilenet_v1", "oct_mobilenet_v2"]
+
+
+@pytest.mark.parametrize("name", FAMILY_PAIRS)
+@pytest.mark.parametrize("what, make, error, match", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_inputs_name_the_model_and_the_fix(name, what, make, error, match):
+    model = octzoo.create_model(name).eval()
+    with pytest.raises(error, match=match) as info:
+        model(make())
+    assert str(info.value).startswith(f"{name} takes a float Tensor of shape (N, 3, H, W)")
+    assert info.traceback[-1].name == "check_image_batch"  # refused before any layer ran
+
+
+def test_bad_inputs_to_timm_entry_points_and_feature_extractors_name_the_model():
+    model = octzoo.create_model("oct_resnet20", in_chans=1)
+    with pytest.raises(ValueError, match=r"oct_resnet20 takes a float Tensor of shape \(N, 1, H, W\), got 3 channels"):
+        model.forward_features(torch.zeros(1, 3, 8, 8))
+    features = octzoo.create_model("oct_mobilenet_v2", features_only=True)
+    with pytest.raises(ValueError, match=r"oct_mobilenet_v2 \(features_only\) takes .* got 1 channels"):
+        features(torch.zeros(1, 1, 8, 8))
+    direct = octzoo.models.MobileNetV1(alpha=0.5)  # built without the registry: named by its class
+    with pytest.raises(TypeError, match=r"^MobileNetV1 takes a float Tensor"):
+        direct("image.png")
 
 
 @pytest.mark.parametrize("name", ["oct_resnet50", "oct_resnet20", "oct_mobilenet_v1", "oct_mobilenet_v2"])

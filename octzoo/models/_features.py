@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from ..layers import from_octave
+from ._common import check_image_batch
 
 __all__ = ["FeatureListNet"]
 
@@ -38,6 +39,8 @@ class FeatureListNet(nn.Module):
                     break
         self.layers = nn.ModuleDict(layers)
         self.pretrained_cfg = getattr(model, "pretrained_cfg", {})
+        self.in_chans = getattr(model, "in_chans", 3)
+        self.model_name = self.pretrained_cfg.get("architecture") or type(model).__name__
 
     @staticmethod
     def _flatten(model: nn.Module, feature_modules: set[str]):
@@ -50,6 +53,7 @@ class FeatureListNet(nn.Module):
                 yield name, child
 
     def forward(self, x: Tensor) -> list[Tensor]:
+        check_image_batch(x, self.in_chans, f"{self.model_name} (features_only)")
         out = []
         for name, layer in self.layers.items():
             x = layer(x)

@@ -15,7 +15,16 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..layers import OctConvNormAct, check_alpha
-from ._common import IMAGENET_CFG, ClassifierMixin, check_num_classes, init_weights, make_divisible
+from ._common import (
+    IMAGENET_CFG,
+    ClassifierMixin,
+    check_drop_rate,
+    check_in_chans,
+    check_num_classes,
+    check_width_mult,
+    init_weights,
+    make_divisible,
+)
 from ._registry import register_model
 
 __all__ = ["MobileNetV1", "MobileNetV2", "DepthwiseSeparable", "InvertedResidual"]
@@ -59,7 +68,9 @@ class MobileNetV1(ClassifierMixin, nn.Module):
         super().__init__()
         self.alpha = a = check_alpha(alpha)
         self.num_classes = check_num_classes(1000 if num_classes is None else num_classes)
-        self.drop_rate = drop_rate
+        self.in_chans = check_in_chans(in_chans)
+        self.drop_rate = check_drop_rate(drop_rate)
+        width_mult = check_width_mult(width_mult)
         alpha_dw = [0.0] + [a] * 10 + [0.0] * 2
         alpha_pw = [a] * 10 + [0.0] * 3
         in_ch = make_divisible(32 * width_mult)
@@ -82,6 +93,7 @@ class MobileNetV1(ClassifierMixin, nn.Module):
         init_weights(self, linear_std=0.01)
 
     def forward_features(self, x: Tensor) -> Tensor:
+        self.check_input(x)
         return self.features(x)
 
 
@@ -128,7 +140,9 @@ class MobileNetV2(ClassifierMixin, nn.Module):
         super().__init__()
         self.alpha = check_alpha(alpha)
         self.num_classes = check_num_classes(1000 if num_classes is None else num_classes)
-        self.drop_rate = drop_rate
+        self.in_chans = check_in_chans(in_chans)
+        self.drop_rate = check_drop_rate(drop_rate)
+        width_mult = check_width_mult(width_mult)
         in_ch = make_divisible(32 * width_mult)
         layers: list[nn.Module] = [OctConvNormAct(in_chans, in_ch, 3, 2, act_layer=nn.ReLU6)]
         self.feature_info, reduction = [], 2
@@ -154,6 +168,7 @@ class MobileNetV2(ClassifierMixin, nn.Module):
         init_weights(self, linear_std=0.01)
 
     def forward_features(self, x: Tensor) -> Tensor:
+        self.check_input(x)
         return self.features(x)
 
 

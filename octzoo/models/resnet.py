@@ -20,7 +20,15 @@ from torch import Tensor, nn
 
 from ..layers import OctaveTensor, OctConvNormAct, OctMap, check_alpha, convert_alpha, oct_add, oct_apply
 from ..layers.octconv import split_channels
-from ._common import CIFAR_CFG, IMAGENET_CFG, ClassifierMixin, check_num_classes, init_weights
+from ._common import (
+    CIFAR_CFG,
+    IMAGENET_CFG,
+    ClassifierMixin,
+    check_drop_rate,
+    check_in_chans,
+    check_num_classes,
+    init_weights,
+)
 from ._registry import register_model
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck"]
@@ -123,6 +131,19 @@ def octave_placement(layers: Sequence[int], alpha: float, layout: str) -> list[l
     return plan
 
 
+def _check_cifar_low_branches(planes: Sequence[int], alpha: float, depth: int) -> None:
+    """The parameter-free shortcuts of the CIFAR layout carry each branch from stage to stage, so a low branch
+    cannot appear in a later stage when an earlier one rounds it away (int(alpha * planes) = 0)."""
+    lows = [split_channels(p, alpha)[1] for p in planes]
+    if 0 in lows and any(lows):
+        first = next(p for p, low in zip(planes, lows, strict=True) if low)
+        raise ValueError(
+            f"CIFAR ResNet-{depth}: alpha={alpha} leaves the {planes[0]}-channel stage without low-frequency "
+            f"channels (int({alpha} * {planes[0]}) = 0) while the {first}-channel stage has some, and its "
+            f"parameter-free shortcuts cannot create a branch; use alpha >= {1 / planes[0]:g} or alpha = 0"
+        )
+
+
 class ResNet(ClassifierMixin, nn.Module):
     """ResNet with octave convolutions; ``alpha = 0`` gives the plain network.
 
@@ -149,10 +170,13 @@ class ResNet(ClassifierMixin, nn.Module):
         self.alpha = check_alpha(alpha)
         cfg = CIFAR_CFG if cifar else IMAGENET_CFG
         self.num_classes = check_num_classes(cfg["num_classes"] if num_classes is None else num_classes)
-        self.drop_rate = drop_rate
+        self.in_chans = check_in_chans(in_chans)
+        self.drop_rate = check_drop_rate(drop_rate)
         stem_ch, planes, shortcut = (16, (16, 32, 64), "A") if cifar else (64, (64, 128, 256, 512), "B")
         if len(layers) != len(planes):
             raise ValueError(f"layout {layout!r} has {len(planes)} stages, got layers={tuple(layers)}")
+        if cifar:
+            _check_cifar_low_branches(planes, self.alpha, 2 * sum(layers) + 2)
 
         # (N, 3, H, W) -> (N, 64, H/4, W/4) ImageNet, (N, 16, H, W) CIFAR; the stem is always plain.
         self.conv1 = OctConvNormAct(in_chans, stem_ch, 3 if cifar else 7, 1 if cifar else 2)
@@ -183,6 +207,7 @@ class ResNet(ClassifierMixin, nn.Module):
                             nn.init.zeros_(norm.weight)
 
     def forward_features(self, x: Tensor) -> Tensor:
+        self.check_input(x)
         x = self.maxpool(self.conv1(x))
         for i in range(1, self.num_stages + 1):
             x = getattr(self, f"layer{i}")(x)
