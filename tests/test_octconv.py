@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
@@ -297,6 +297,42 @@ def test_matches_reference_random(c_in, c_out, alpha_in, alpha_out, h, w, stride
     assume((alpha_out == 0) == (ref_split(c_out, alpha_out)[1] == 0))
     torch.manual_seed(2)
     check_against_reference(c_in, c_out, alpha_in, alpha_out, 1, stride, k, (h, w), bias, n=1)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    groups=st.sampled_from([2, 3, 4]),
+    in_per_group=st.integers(1, 4),
+    out_per_group=st.integers(1, 4),
+    alpha_in=st.sampled_from([0.0, 0.25, 0.5, 0.75]),
+    alpha_out=st.sampled_from([0.0, 0.25, 0.5, 0.75]),
+    depthwise=st.booleans(),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    stride=st.sampled_from([1, 2]),
+    bias=st.booleans(),
+)
+def test_matches_reference_random_groups(
+    groups, in_per_group, out_per_group, alpha_in, alpha_out, depthwise, h, w, stride, bias
+):
+    """Grouped and depthwise layers at random shapes: the reference where every branch divides by ``groups``,
+    else the construction error that says so (never a shape error at run time)."""
+    if depthwise:  # groups == c_in == c_out with one alpha: each branch is depthwise on its own
+        c_in = c_out = groups * in_per_group
+        groups, alpha_out = c_in, alpha_in
+    else:
+        c_in, c_out = groups * in_per_group, groups * out_per_group
+    assume((alpha_in == 0) == (ref_split(c_in, alpha_in)[1] == 0))
+    assume((alpha_out == 0) == (ref_split(c_out, alpha_out)[1] == 0))
+    branches = ref_split(c_in, alpha_in) + ref_split(c_out, alpha_out)
+    if not depthwise and any(c % groups for c in branches):
+        event("refused: a branch does not divide by groups")
+        with pytest.raises(ValueError, match=rf"groups={groups} must divide every branch"):
+            OctConv2d(c_in, c_out, 3, groups=groups, alpha_in=alpha_in, alpha_out=alpha_out)
+        return
+    event("depthwise" if depthwise else "grouped")
+    torch.manual_seed(3)
+    check_against_reference(c_in, c_out, alpha_in, alpha_out, groups, stride, 3, (h, w), bias, n=2)
 
 
 def test_gradcheck_odd_size_stride2():
