@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any
+
+from .._paths import cache_root
 
 __all__ = ["BadImageError", "DataError", "cache_root", "check_model_classes", "check_policy", "describe_dir"]
 
@@ -38,17 +39,6 @@ def describe_dir(path: Path, limit: int = 8) -> str:
         return f"{path} is empty"
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return f"{path} holds {', '.join(names[:limit])}{more}"
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Folder for decoded-array caches: ``cache_dir``, else ``$OCTZOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/octzoo``
-    (``~/.cache/octzoo``). Caches never go into the data folder, which may be read-only or shared."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    if os.environ.get("OCTZOO_CACHE_DIR"):
-        return Path(os.environ["OCTZOO_CACHE_DIR"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg) / "octzoo"
 
 
 def model_num_classes(module: Any) -> int | None:
