@@ -87,6 +87,9 @@ def add_upsampled_(y_h: Tensor, y_lh: Tensor) -> Tensor:
     ``y_h`` (N, C, H, W) must be a fresh tensor nothing else reads (a convolution's output); ``y_lh`` is
     (N, C, ceil(H/2), ceil(W/2)).
     """
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        # exporters do not keep an in-place add into a view: ONNX would silently drop it
+        return y_h + upsample_to(y_lh, y_h.shape[-2:])
     if torch.is_grad_enabled() and (y_h.requires_grad or y_lh.requires_grad):
         return _AddUpsampled.apply(y_h, y_lh)
     return _add_upsampled_kernel(y_h, y_lh)
