@@ -1,7 +1,7 @@
 """octzoo: Octave Convolution (Chen et al., ICCV 2019, arXiv 1904.05049) and the networks built with it."""
 
 from .layers import OctaveTensor, OctConv2d, OctConvNormAct, split_channels
-from .models import create_model, list_models
+from .models import create_model, list_models, list_pretrained, load_weights
 from .profile import Profile, profile
 
 __version__ = "0.1.0"
@@ -12,6 +12,8 @@ __all__ = [
     "Profile",
     "create_model",
     "list_models",
+    "list_pretrained",
+    "load_weights",
     "profile",
     "split_channels",
 ]

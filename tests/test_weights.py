@@ -78,7 +78,18 @@ def test_truncated_and_missing_files(tmp_path):
 def test_weights_of_another_architecture_are_refused(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file(octzoo.create_model("resnet20").state_dict(), path)
-    with pytest.raises(ValueError, match="another"):
-        octzoo.create_model("resnet20", num_classes=5, pretrained=path)
-    with pytest.raises(ValueError, match="tensors"):
+    with pytest.raises(ValueError, match="missing .* tensors; the weights are for another architecture"):
         octzoo.create_model("resnet32", pretrained=path)
+    save_file(octzoo.create_model("oct_resnet20", alpha=0.5).state_dict(), path)
+    with pytest.raises(ValueError, match=r"has shape .* another configuration \(alpha"):
+        octzoo.create_model("oct_resnet20", alpha=0.25, pretrained=path)
+
+
+def test_a_training_checkpoint_loads_and_tensors_from_another_dtype_are_cast(tmp_path):
+    net = octzoo.create_model("resnet20")
+    state = {f"model.{k}": v.double() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    path = tmp_path / "run.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {"model_name": "resnet20"}}, path)
+    loaded = octzoo.create_model("resnet20", pretrained=path)
+    assert loaded.fc.weight.dtype == torch.float32
+    assert torch.equal(loaded.fc.weight, net.fc.weight)

@@ -13,6 +13,15 @@ from torch import nn
 
 from ..layers import check_alpha
 from ._common import IMAGENET_CFG
+from ._pretrained import (
+    default_weight,
+    list_pretrained,
+    looks_like_a_file,
+    pretrained_weight,
+    split_tag,
+    torchvision_state_dict,
+    weight_file,
+)
 
 __all__ = ["register_model", "list_models", "create_model", "model_entry", "ModelEntry"]
 
@@ -78,31 +87,78 @@ def create_model(
     out_indices: tuple[int, ...] | None = None,
     **kwargs,
 ) -> nn.Module:
-    """Build a registered model.
+    """Build a registered model, optionally with weights.
 
-    ``alpha`` (octave models only) defaults to the family's headline value; plain models reject a non-zero
-    alpha. ``num_classes=0`` removes the classifier (timm's convention). ``pretrained`` is ``False``, ``True``
-    (published weights), or the path of a weights file: octzoo's safetensors or a torchvision state dict.
+    ``name`` is an architecture (``"oct_resnet20"``) or a published weight ``"arch.tag"``
+    (``"oct_resnet20.a250_c10"``), whose architecture arguments (alpha) it takes; an explicit ``alpha`` that
+    contradicts the tag is an error. ``alpha`` (octave models only) defaults to the family's headline value;
+    plain models reject a non-zero alpha. ``num_classes=0`` removes the classifier (timm's convention).
+
+    ``pretrained``: ``False``; ``True`` (the tag in ``name``, else the architecture's published weight at its
+    default alpha); a tag (``"a250_c10"`` or ``"oct_resnet20.a250_c10"``); ``"torchvision"`` (torchvision's
+    ImageNet weights, plain ResNets and mobilenet_v2); or the path of a weights file (octzoo's safetensors, a
+    torchvision state dict or an octzoo training checkpoint). Published files are checked against their sha256.
+    A ``num_classes`` or ``in_chans`` other than the weights' gets a fresh head or an adapted stem (logged).
+
     ``features_only=True`` returns a module giving one feature map per stage (timm's convention).
     """
-    entry = model_entry(name)
+    arch, tag = split_tag(name)
+    entry = model_entry(arch)
+    weight = pretrained_weight(name) if tag else None
+    source: str | os.PathLike | None = None  # a file or "torchvision"
+    if isinstance(pretrained, str) and pretrained != "torchvision" and not looks_like_a_file(pretrained):
+        chosen = pretrained_weight(pretrained if "." in pretrained else f"{arch}.{pretrained}")
+        if chosen.architecture != arch or (weight is not None and chosen != weight):
+            raise ValueError(f"pretrained={pretrained!r} is a weight of another model than {name!r}")
+        weight = chosen
+    elif pretrained is True and weight is None:
+        weight = default_weight(arch, entry.default_alpha)
+        if weight is None:
+            own = list_pretrained(f"{arch}.*")
+            raise ValueError(
+                f"no published weights for {arch} at its default alpha ({entry.default_alpha}); "
+                + (f"published: {', '.join(own)}; " if own else "")
+                + "pass a tag, a weights file (pretrained='path/to/file') or, for plain ImageNet models, "
+                "pretrained='torchvision'"
+            )
+    elif pretrained and pretrained is not True:
+        source = pretrained
+    if weight is not None:
+        for key, value in weight.model_kwargs.items():
+            given = alpha if key == "alpha" else kwargs.get(key)
+            if given is not None and given != value:
+                raise ValueError(f"{key}={given} contradicts {weight.name}, which has {key}={value}")
+        kwargs.update({k: v for k, v in weight.model_kwargs.items() if k != "alpha"})
+        alpha = weight.model_kwargs.get("alpha", alpha)
+        num_classes = weight.num_classes if num_classes is None else num_classes
+    if source == "torchvision" and entry.is_octave:
+        raise ValueError(f"torchvision has no weights for the octave model {arch}; use {arch.removeprefix('oct_')}")
     if alpha is not None:
         check_alpha(alpha)
         if not entry.is_octave and alpha != 0:
-            raise ValueError(f"{name} is a plain model and takes no alpha; use 'oct_{name}' for alpha={alpha}")
+            raise ValueError(f"{arch} is a plain model and takes no alpha; use 'oct_{arch}' for alpha={alpha}")
         if entry.is_octave:
             kwargs["alpha"] = alpha
     if width_mult is not None:
         if "width_mult" not in inspect.signature(entry.fn).parameters:
-            raise ValueError(f"{name} has no width_mult; only the MobileNets take one")
+            raise ValueError(f"{arch} has no width_mult; only the MobileNets take one")
         kwargs["width_mult"] = width_mult
     model = entry.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
-    model.pretrained_cfg = dict(model.pretrained_cfg, architecture=name)
-    model.default_cfg = model.pretrained_cfg  # timm's older name
+    cfg = dict(model.pretrained_cfg, architecture=arch)
+    if weight is not None:
+        cfg.update(weight.pretrained_cfg())  # num_classes: the weights' (timm's meaning), not the new head's
+    model.pretrained_cfg = model.default_cfg = cfg  # default_cfg: timm's older name
     if pretrained:
-        from ._weights import load_pretrained
+        from ._weights import load_weights
 
-        load_pretrained(model, pretrained)
+        if weight is not None:
+            load_weights(model, weight_file(weight))
+        elif source == "torchvision":
+            state, tv_weights = torchvision_state_dict(arch)
+            load_weights(model, state)
+            cfg.update(tag="torchvision", file=tv_weights.url, dataset="ImageNet-1k")
+        else:
+            load_weights(model, source)
     if features_only:
         from ._features import FeatureListNet
 

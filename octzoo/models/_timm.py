@@ -5,6 +5,7 @@ Only names timm does not already have are registered: ``resnet50`` in timm stays
 
 from __future__ import annotations
 
+from ._pretrained import default_weight, list_pretrained, pretrained_weight
 from ._registry import create_model, list_models, model_entry
 
 # timm looks up ``default_cfgs`` in the entry point's module to fill ``pretrained_cfg``.
@@ -14,14 +15,36 @@ __all__: list[str] = []
 
 def _entrypoint(name: str):
     def fn(pretrained=False, pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None, **kwargs):
-        # timm's own arguments: octzoo resolves weights itself and keeps its config on the model
+        # timm passes the tag of "arch.tag" in pretrained_cfg; octzoo finds and checks the weights itself
         kwargs.pop("device", None)
-        return create_model(name, pretrained=pretrained, **kwargs)
+        tag = pretrained_cfg.get("tag") if isinstance(pretrained_cfg, dict) else getattr(pretrained_cfg, "tag", None)
+        return create_model(f"{name}.{tag}" if tag else name, pretrained=pretrained, **kwargs)
 
     fn.__name__ = fn.__qualname__ = name
     fn.__module__ = __name__
     fn.__doc__ = f"octzoo's {name}, see ``octzoo.create_model``."
     return fn
+
+
+def _default_cfg(name: str):
+    """timm's DefaultCfg: one pretrained cfg per published tag (the default weight first), or the untagged
+    architecture config when nothing is published."""
+    from collections import deque
+
+    from timm.models import PretrainedCfg
+    from timm.models._pretrained import DefaultCfg
+
+    entry = model_entry(name)
+    default = default_weight(name, entry.default_alpha)
+    tags = [n for n in list_pretrained(f"{name}.*") if default is None or n != default.name]
+    weights = [pretrained_weight(n) for n in ([default.name] if default else []) + tags]
+    if not weights:
+        return entry.pretrained_cfg
+    cfgs = {}
+    for w in weights:
+        cfg = {k: v for k, v in w.pretrained_cfg().items() if k in PretrainedCfg.__dataclass_fields__}
+        cfgs[w.tag] = PretrainedCfg(**cfg)
+    return DefaultCfg(tags=deque(cfgs), cfgs=cfgs, is_pretrained=True)
 
 
 def register_in_timm() -> list[str]:
@@ -33,7 +56,7 @@ def register_in_timm() -> list[str]:
     for name in list_models("oct_*"):
         if timm.is_model(name):
             continue
-        default_cfgs[name] = model_entry(name).pretrained_cfg
+        default_cfgs[name] = _default_cfg(name)
         fn = _entrypoint(name)
         globals()[name] = fn
         register_model(fn)
