@@ -188,3 +188,97 @@ def test_python_dash_m():
         [sys.executable, "-m", "octzoo", "models", "resnet20"], capture_output=True, text=True, check=True, timeout=300
     )
     assert result.stdout.split() == ["resnet20"]
+
+
+# -- octzoo export ------------------------------------------------------------------------------------------------
+
+
+def _training_run(tmp_path, name="oct_resnet20", alpha=0.5):
+    """A run folder as `octzoo fit` leaves it: checkpoints/last.ckpt (an ImageClassifier's) and summary.json."""
+    import json
+
+    import torch
+
+    torch.manual_seed(0)
+    net = octzoo.create_model(name, alpha=alpha, num_classes=10)
+    ckpt = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    hp = {"model_name": name, "model_kwargs": {"alpha": alpha}, "num_classes": 10, "lr": 0.1}
+    torch.save({"epoch": 1, "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()},
+                "hyper_parameters": hp}, ckpt)  # fmt: skip
+    summary = {
+        "command": ["octzoo", "fit", "--config", "configs/cifar10/oct_resnet20.yaml", "--trainer.max_epochs", "2"],
+        "config": {"trainer": {"precision": "bf16-mixed"}},
+        "data": {"class": "CIFAR10DataModule", "name": "cifar10", "num_classes": 10},
+        "epochs": 2,
+        "wall_time_s": 31.0,
+        "seed": 0,
+        "commit": "1234567",
+        "metrics": {"test": {"test/acc1": 0.5, "test/acc5": 0.9}},
+    }
+    (ckpt.parent.parent / "summary.json").write_text(json.dumps(summary))
+    return net.eval(), ckpt
+
+
+def test_export_checkpoint_to_a_publishable_weight(capsys, tmp_path, cifar10_pickles):
+    import json
+
+    import torch
+
+    net, ckpt = _training_run(tmp_path)
+    out = tmp_path / "pub" / "oct_resnet20_a500_x.safetensors"
+    argv = ["export", str(ckpt), "--format", "safetensors", "--out", str(out), "--tag", "a500_x"]
+    assert "registry.json" in run(capsys, *argv, "--data-dir", str(cifar10_pickles), "--dataset", "tiny")
+    entry = json.loads(out.with_name(out.name + ".json").read_text())
+    assert entry["name"] == "oct_resnet20.a500_x" and entry["model_kwargs"] == {"alpha": 0.5}
+    assert entry["params"] == sum(p.numel() for p in net.parameters())
+    assert entry["training"]["config"] == ["configs/cifar10/oct_resnet20.yaml"]
+    assert entry["training"]["overrides"] == ["--trainer.max_epochs", "2"]
+    assert entry["training"]["precision"] == "bf16-mixed" and entry["training"]["commit"] == "1234567"
+    from octzoo.data import CIFAR10DataModule
+    from octzoo.training.evaluate import evaluate
+
+    measured = evaluate(net, CIFAR10DataModule(data_dir=str(cifar10_pickles)))
+    assert entry["metrics"] == measured and measured["images"] > 0
+    # the file alone rebuilds the network: its metadata names the architecture and alpha
+    with torch.no_grad():
+        x = torch.randn(2, 3, 32, 32)
+        torch.testing.assert_close(octzoo.create_model("oct_resnet20", alpha=0.5, pretrained=out).eval()(x), net(x))
+    run(capsys, "export", str(ckpt), "--format", "safetensors", "--out", str(out), "--tag", "a500_x")
+    entry = json.loads(out.with_name(out.name + ".json").read_text())
+    assert entry["metrics"]["top1"] == 50.0 and entry["dataset"] == "cifar10"  # from the run's own test metrics
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_for_deployment_reports_parity(capsys, tmp_path, fmt):
+    net, ckpt = _training_run(tmp_path)
+    weights = tmp_path / "w.safetensors"
+    run(capsys, "export", str(ckpt), "--format", "safetensors", "--out", str(weights))
+    out = run(capsys, "export", str(weights), "--format", fmt, "--out", str(tmp_path / f"m.{fmt}"))
+    error = float(out.rsplit("max relative difference ", 1)[1])
+    assert error < 1e-4
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["nope.safetensors", "--format", "onnx"], "no such file"),
+        (["resnet20", "--format", "onnx"], "neither a file nor a published weight"),
+        (["resnet20.zz", "--format", "onnx"], "unknown pretrained weight"),
+    ],
+)
+def test_export_bad_sources_are_named(capsys, tmp_path, argv, message):
+    assert main(["export", *argv, "--out", str(tmp_path / "x")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_export_plain_weights_need_the_model_name(capsys, tmp_path):
+    import torch
+
+    path = tmp_path / "w.pth"
+    torch.save(octzoo.create_model("resnet20").state_dict(), path)
+    assert main(["export", str(path), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 2
+    assert "pass the model name (--model)" in capsys.readouterr().err
+    run(capsys, "export", str(path), "--model", "resnet20", "--format", "torchscript", "--out", str(tmp_path / "m.pt"))
+    with pytest.raises(SystemExit):
+        main(["export", str(path), "--format", "onnx", "--out", str(tmp_path / "m"), "--tag", "x"])

@@ -1,0 +1,205 @@
+"""``octzoo export``: a published tag, a weights file or a training checkpoint, as safetensors, ONNX or TorchScript.
+
+- ``load_source`` builds the network a source describes: a tag (``oct_resnet20.a250_c10``), an octzoo
+  safetensors file (its metadata names the architecture), any other weights file with ``model=`` given, or a
+  Lightning checkpoint of an ``octzoo.ImageClassifier`` (its hyper-parameters name the network; the file is
+  read with ``weights_only=True``).
+- ``save_safetensors`` writes the weights with the architecture in the file's metadata, so the file alone is
+  enough to rebuild the model; ``weight_entry`` fills a registry entry for it from the run's ``summary.json``.
+- ``export_onnx`` / ``export_torchscript`` write the model for deployment and check the written file against
+  eager PyTorch on a fresh input; the largest relative difference is returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .models import create_model
+from .models._pretrained import PretrainedWeight, looks_like_a_file, pretrained_weight, sha256_of, split_tag
+from .models._weights import load_weights, read_state_dict
+
+__all__ = ["FORMATS", "export_onnx", "export_torchscript", "load_source", "save_safetensors", "weight_entry"]
+
+FORMATS = ("safetensors", "onnx", "torchscript")
+METADATA_KEY = "octzoo"  # safetensors metadata: {"octzoo": json {"architecture", "model_kwargs", "num_classes"}}
+
+
+def _checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # the message says what torch refused
+        raise ValueError(f"{path}: not a readable training checkpoint ({e})") from e
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hp, dict) or "model_name" not in hp or not isinstance(ckpt.get("state_dict"), dict):
+        raise ValueError(
+            f"{path}: not a checkpoint of an octzoo.ImageClassifier (no model_name in its hyper-parameters)"
+        )
+    return ckpt
+
+
+def load_source(source: str | os.PathLike, model: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The network ``source`` describes, in eval mode, and what is known of it: ``architecture``,
+    ``model_kwargs``, ``num_classes`` and, for checkpoints, ``checkpoint`` and ``epoch``."""
+    path = Path(source)
+    if not path.is_file():
+        if looks_like_a_file(source):
+            raise FileNotFoundError(f"{source}: no such file")
+        if not split_tag(str(source))[1]:
+            raise ValueError(f"{source!r} is neither a file nor a published weight 'architecture.tag'")
+        weight = pretrained_weight(str(source))
+        net = create_model(weight.name, pretrained=True)
+        return net.eval(), {k: getattr(weight, k) for k in ("architecture", "model_kwargs", "num_classes")}
+    if path.suffix == ".ckpt":
+        ckpt = _checkpoint(path)
+        hp = ckpt["hyper_parameters"]
+        info = {
+            "architecture": hp["model_name"],
+            "model_kwargs": dict(hp.get("model_kwargs") or {}),
+            "num_classes": hp.get("num_classes"),
+            "checkpoint": str(path),
+            "epoch": int(ckpt.get("epoch", 0)) + 1,
+        }
+        net = create_model(info["architecture"], num_classes=info["num_classes"], **info["model_kwargs"])
+        load_weights(net, path)
+        return net.eval(), info
+    meta = _safetensors_metadata(path) if path.suffix == ".safetensors" else None
+    if meta is None and model is None:
+        raise ValueError(f"{path}: the file does not say which architecture it holds; pass the model name (--model)")
+    info = meta or {"architecture": model, "model_kwargs": {}, "num_classes": None}
+    if model is not None and split_tag(model)[0] != info["architecture"]:
+        raise ValueError(f"{path} holds {info['architecture']}, not {model}")
+    state = read_state_dict(path)
+    num_classes = info["num_classes"]
+    net = create_model(info["architecture"], num_classes=num_classes, **info["model_kwargs"])
+    load_weights(net, state)
+    return net.eval(), info
+
+
+def _safetensors_metadata(path: Path) -> dict[str, Any] | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e}); the file may be truncated") from e
+    return None if raw is None else json.loads(raw)
+
+
+def save_safetensors(net: nn.Module, path: str | os.PathLike, info: dict[str, Any]) -> Path:
+    """Write ``net``'s state dict (CPU, contiguous) with the architecture in the metadata; returns the path."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {k: info[k] for k in ("architecture", "model_kwargs", "num_classes")}
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, tmp, metadata={"format": "pt", METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    os.replace(tmp, path)
+    return path
+
+
+def _example(net: nn.Module, batch: int, input_size: tuple[int, ...] | None, seed: int) -> Tensor:
+    size = tuple(input_size or net.pretrained_cfg["input_size"])
+    return torch.randn((batch, *size), generator=torch.Generator().manual_seed(seed))
+
+
+def _rel_error(a: Tensor, b: Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+def export_torchscript(net: nn.Module, path: str | os.PathLike, input_size: tuple[int, ...] | None = None) -> float:
+    """Trace ``net`` to TorchScript, save it, reload it and compare on another batch size; returns the error."""
+    path = Path(path)
+    with torch.no_grad():
+        traced = torch.jit.trace(net, _example(net, 2, input_size, 0))
+        traced.save(str(path))
+        x = _example(net, 3, input_size, 1)
+        return _rel_error(torch.jit.load(str(path))(x), net(x))
+
+
+def export_onnx(net: nn.Module, path: str | os.PathLike, input_size: tuple[int, ...] | None = None) -> float | None:
+    """Export to ONNX (the installed torch's default opset, dynamic batch), and, when onnxruntime is installed,
+    compare its outputs with eager PyTorch on another batch size; returns the error (None without onnxruntime)."""
+    path = Path(path)
+    with torch.no_grad():
+        torch.onnx.export(
+            net,
+            (_example(net, 2, input_size, 0),),
+            str(path),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
+        try:
+            import onnxruntime
+        except ImportError:
+            return None
+        x = _example(net, 3, input_size, 1)
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        out = session.run(None, {"images": x.numpy()})[0]
+        return _rel_error(torch.from_numpy(out), net(x))
+
+
+def weight_entry(
+    net: nn.Module,
+    info: dict[str, Any],
+    file: Path,
+    tag: str,
+    summary: dict[str, Any],
+    metrics: dict[str, Any],
+    dataset: str,
+    class_names: list[str],
+    commit: str | None = None,
+) -> dict[str, Any]:
+    """A registry entry for ``file`` (validated), from the run's ``summary.json`` and measured ``metrics``
+    (``top1``, ``top5`` in percent, ``split``, ``images``)."""
+    from .profile import profile
+
+    cfg = net.pretrained_cfg
+    command = summary.get("command") or []
+    configs = [command[i + 1] for i, a in enumerate(command[:-1]) if a == "--config"]
+    overrides = [a for i, a in enumerate(command) if i >= 2 and a != "--config" and command[i - 1] != "--config"]
+    trainer = (summary.get("config") or {}).get("trainer") or {}
+    prof = profile(net, tuple(cfg["input_size"]))
+    entry = {
+        "name": f"{info['architecture']}.{tag}",
+        "architecture": info["architecture"],
+        "model_kwargs": info["model_kwargs"],
+        "num_classes": net.num_classes,
+        "in_chans": int(cfg["input_size"][0]),
+        "params": prof.params,
+        "macs": prof.macs,
+        "dataset": dataset,
+        "metrics": metrics,
+        "preprocessing": {
+            "input_size": list(cfg["input_size"]),
+            "mean": list(cfg["mean"]),
+            "std": list(cfg["std"]),
+            "crop_pct": float(cfg["crop_pct"]),
+            "interpolation": cfg["interpolation"],
+        },
+        "class_names": list(class_names),
+        "training": {
+            "config": configs,
+            "overrides": overrides,
+            "command": shlex.join(command),
+            "commit": commit or summary.get("commit") or "unknown",
+            "epochs": int(summary.get("epochs") or info.get("epoch") or 0),
+            "wall_time_s": float(summary.get("wall_time_s") or 0.0),
+            "precision": str(trainer.get("precision", "unknown")),
+            "seed": int(summary.get("seed") or 0),
+        },
+        "file": {"name": file.name, "size": file.stat().st_size, "sha256": sha256_of(file), "url": None},
+    }
+    PretrainedWeight.from_dict(entry)
+    return entry
