@@ -15,8 +15,9 @@ import json
 import pytest
 import torch
 
+import octzoo
 from octzoo.bench import Family, Settings, naive_copy, run
-from octzoo.bench.measure import clock
+from octzoo.bench.measure import clock, inference_fn
 from octzoo.bench.report import goal_lines, markdown_table
 from octzoo.cli import main
 from octzoo.layers import OctaveTensor, OctConv2d
@@ -199,7 +200,20 @@ def test_bench_command_writes_table_csv_json(tmp_path, capsys):
     assert (tmp_path / "bench.png").exists() == (importlib.util.find_spec("matplotlib") is not None)
 
 
-@pytest.mark.parametrize("bad", [["--repeats", "0"], ["--threads", "2", "--clock", "cpu"], ["--families", "nope"]])
+def test_bfloat16_rows_run_converted_models_and_autocast_training():
+    s = Settings(repeats=1, warmup=0, batch_size=2, train_batch_cifar=4, naive=False, dtype="bfloat16")
+    plain, oct_ = run([TINY], s, log=lambda msg: None)
+    assert plain.m["latency_ms"] > 0 and oct_.m["train_img_s"] > 0 and oct_.m["train_peak_mib"] > 0
+    model = octzoo.create_model("oct_resnet20", alpha=0.5)
+    out = inference_fn(model, 2, 16, dtype=torch.bfloat16)()
+    assert out.dtype == torch.bfloat16 and next(model.parameters()).dtype == torch.float32  # a converted copy
+
+
+BAD = [["--repeats", "0"], ["--threads", "2", "--clock", "cpu"], ["--families", "nope"], ["--dtype", "float16"]]
+BAD += [] if torch.cuda.is_available() else [["--device", "cuda"]]
+
+
+@pytest.mark.parametrize("bad", BAD)
 def test_bench_command_rejects_bad_arguments(bad):
     with pytest.raises(SystemExit):
         main(["bench", *bad])

@@ -68,6 +68,12 @@ class Settings:
     compile: bool = False
     full: bool = False
     clock: str = "auto"
+    device: str = "cpu"  # or "cuda"
+    dtype: str = "float32"  # or "bfloat16": converted models for inference, autocast for training
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
 
 
 @dataclass
@@ -87,13 +93,14 @@ class Row:
         return self.alpha == 0
 
 
-def _build(family: Family, alpha: float) -> Row:
+def _build(family: Family, alpha: float, device: str = "cpu") -> Row:
     name = family.octave if alpha else family.plain
     kwargs = {} if family.width_mult is None else {"width_mult": family.width_mult}
     if alpha:
         kwargs["alpha"] = alpha
     model = create_model(name, **kwargs).eval()
     prof = profile(model, (3, family.side, family.side))
+    model = model.to(device)
     return Row(family.name, name, alpha, family.width_mult, family.side, prof.params, prof.macs, module=model)
 
 
@@ -112,32 +119,33 @@ def _cl_copy(model: nn.Module) -> nn.Module:
 def measure_family(family: Family, s: Settings, log: Callable[[str], None] = print) -> list[Row]:
     """Every measurement of one family; its plain twin is the first row."""
     alphas = family.full_alphas if s.full else family.alphas
-    rows = [_build(family, a) for a in (0.0, *alphas)]
-    timer = clock(s.clock, s.threads)
-    side = family.side
-    eager = {"latency_ms": lambda r: inference_fn(r.module, 1, side)}
+    rows = [_build(family, a, s.device) for a in (0.0, *alphas)]
+    timer = clock(s.clock, s.threads) if s.device == "cpu" else clock("wall", s.threads)
+    side, dt = family.side, s.torch_dtype
+    eager = {"latency_ms": lambda r: inference_fn(r.module, 1, side, dtype=dt)}
     if s.naive:  # the reference runs in the same rounds as the models it is compared with
-        eager["naive_ms"] = lambda r: None if r.plain else inference_fn(naive_copy(r.module), 1, side)
+        eager["naive_ms"] = lambda r: None if r.plain else inference_fn(naive_copy(r.module), 1, side, dtype=dt)
     log(f"{family.name}: latency at batch 1" + (" (and of the reference implementation)" if s.naive else ""))
     _latency(rows, eager, s, timer, s.warmup)
     log(f"{family.name}: latency at batch {s.batch_size}")
-    _latency(rows, {"batch_ms": lambda r: inference_fn(r.module, s.batch_size, side)}, s, timer, 1)
+    _latency(rows, {"batch_ms": lambda r: inference_fn(r.module, s.batch_size, side, dtype=dt)}, s, timer, 1)
     if s.channels_last:
         log(f"{family.name}: channels_last latency")
-        _latency(rows, {"cl_ms": lambda r: inference_fn(_cl_copy(r.module), 1, side, True)}, s, timer, s.warmup)
+        make_cl = lambda r: inference_fn(_cl_copy(r.module), 1, side, True, dtype=dt)  # noqa: E731
+        _latency(rows, {"cl_ms": make_cl}, s, timer, s.warmup)
     if s.compile:
         log(f"{family.name}: torch.compile latency (compiles first; slow on few cores)")
-        make = lambda r: inference_fn(torch.compile(copy.deepcopy(r.module)), 1, side)  # noqa: E731
+        make = lambda r: inference_fn(torch.compile(copy.deepcopy(r.module)), 1, side, dtype=dt)  # noqa: E731
         _latency(rows, {"compile_ms": make}, s, timer, max(s.warmup, 2))
     if s.train == "all" or (s.train == "cifar" and not family.imagenet):
         batch = s.train_batch_imagenet if family.imagenet else s.train_batch_cifar
         log(f"{family.name}: training throughput and peak memory at batch {batch}")
-        steps = [train_step_fn(r.module, batch, side) for r in rows]
+        steps = [train_step_fn(r.module, batch, side, dtype=dt) for r in rows]
         reps = max(2, s.repeats // 3) if family.imagenet else s.repeats
         for row, t in zip(rows, interleaved_medians(steps, reps, 1, timer), strict=True):
             row.m["train_img_s"] = batch / t
         for row in rows:
-            peak = train_peak_memory(row.module, batch, side)
+            peak = train_peak_memory(row.module, batch, side, dtype=dt)
             row.m["train_peak_mib"] = None if peak is None else peak["total"] / 2**20
             row.m["train_act_mib"] = None if peak is None else peak["activations"] / 2**20
             row.m["train_batch"] = batch

@@ -67,6 +67,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--no-channels-last", action="store_true", help="skip the channels_last variants")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd models (compiles take minutes)")
     p.add_argument("--clock", choices=["auto", "wall", "cpu"], default="auto", help="timer (default: auto)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default: cpu)")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="bfloat16: converted models for inference, autocast for training (default: float32)",
+    )
     p.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR", help="output folder")
     p.set_defaults(func=main, parser=p)
 
@@ -77,6 +84,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                              ("--train-batch-size", args.train_batch_size, 1)]:  # fmt: skip
         if value is not None and value < low:
             parser.error(f"{flag} must be at least {low}, got {value}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available to this torch")
+    if args.device == "cuda" and args.clock == "cpu":
+        parser.error("--clock cpu measures the CPU; GPU timings use wall time")
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu counts the calling thread only; use it with --threads 1")
     s = Settings(
@@ -90,6 +101,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         compile=args.compile,
         full=args.full,
         clock=args.clock,
+        device=args.device,
+        dtype=args.dtype,
     )
     if args.train_batch_size:
         s.train_batch_imagenet = s.train_batch_cifar = args.train_batch_size
@@ -99,6 +112,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("func", "parser")}
     meta = dict(
         torch=torch.__version__,
+        device=torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        dtype=args.dtype,
         threads=s.threads,
         clock=args.clock,
         options=options,
@@ -109,9 +124,11 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         seconds=round(time.time() - start, 1),
     )
     print(markdown_table(rows, s.batch_size))
-    timer = "thread CPU time" if args.clock == "cpu" or (args.clock == "auto" and s.threads == 1) else "wall time"
+    cpu_clock = args.device == "cpu" and (args.clock == "cpu" or (args.clock == "auto" and s.threads == 1))
+    timer = "thread CPU time" if cpu_clock else "wall time"
+    where = f"{meta['device']} {args.dtype}" if args.device == "cuda" else f"CPU {args.dtype}, {s.threads} thread(s)"
     print(f"\n(x): ratio to the plain twin of the same family (training: speed-up). torch {torch.__version__}, "
-          f"{s.threads} thread(s), {timer}; latency: median of {s.repeats} interleaved rounds after {s.warmup} "
+          f"{where}, {timer}; latency: median of {s.repeats} interleaved rounds after {s.warmup} "
           f"warm-up; training: SGD at batch {s.train_batch_cifar} (CIFAR) / {s.train_batch_imagenet} (ImageNet); "
           "peak: MemTracker's peak of live tensor memory in one training step.")  # fmt: skip
     for line in goal_lines(rows):

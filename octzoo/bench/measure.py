@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -44,44 +45,72 @@ def interleaved_medians(
 
 
 def _input(model: nn.Module, batch: int, side: int, channels_last: bool) -> torch.Tensor:
-    x = torch.randn(batch, 3, side, side)
+    """A random batch on the model's device, in its dtype."""
+    p = next(model.parameters())
+    x = torch.randn(batch, 3, side, side, device=p.device, dtype=p.dtype)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def inference_fn(model: nn.Module, batch: int, side: int, channels_last: bool = False) -> Callable[[], object]:
-    """One eval-mode forward under ``torch.inference_mode`` on a fixed random batch."""
+def _synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """On a GPU, wait for the queued kernels, so that a call's time is the work's, not the launch's."""
+    if device.type != "cuda":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return run
+
+
+def inference_fn(
+    model: nn.Module, batch: int, side: int, channels_last: bool = False, dtype: torch.dtype = torch.float32
+) -> Callable[[], object]:
+    """One eval-mode forward under ``torch.inference_mode`` on a fixed random batch, on the model's device;
+    another ``dtype`` runs a converted copy (bfloat16 inference)."""
     model.eval()
+    if dtype != next(model.parameters()).dtype:
+        model = copy.deepcopy(model).to(dtype)
     x = _input(model, batch, side, channels_last)
 
     def run():
         with torch.inference_mode():
             return model(x)
 
-    return run
+    return _synced(run, x.device)
 
 
-def train_step_fn(model: nn.Module, batch: int, side: int, lr: float = 1e-3) -> Callable[[], object]:
-    """One SGD step (momentum 0.9): forward in train mode, cross-entropy, backward, update.
+def train_step_fn(
+    model: nn.Module, batch: int, side: int, lr: float = 1e-3, dtype: torch.dtype = torch.float32
+) -> Callable[[], object]:
+    """One SGD step (momentum 0.9): forward in train mode, cross-entropy, backward, update, on the model's device;
+    ``dtype=torch.bfloat16`` runs the forward under autocast (mixed precision, float32 weights).
 
     The optimizer state is created by a first step here, so every timed step does the same work.
     """
     model.train()
     x = _input(model, batch, side, False)
-    y = torch.randint(0, max(model.num_classes, 1), (batch,))
+    y = torch.randint(0, max(model.num_classes, 1), (batch,), device=x.device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    mixed = dtype != torch.float32
 
     def step():
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast(x.device.type, dtype=dtype, enabled=mixed):
+            loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=False)  # gradients stay allocated between steps, as in a training loop
         loss.backward()
         opt.step()
 
     step()
-    step.optimizer = opt
-    return step
+    timed = _synced(step, x.device)
+    timed.optimizer = opt
+    return timed
 
 
-def train_peak_memory(model: nn.Module, batch: int, side: int) -> dict[str, int] | None:
+def train_peak_memory(
+    model: nn.Module, batch: int, side: int, dtype: torch.dtype = torch.float32
+) -> dict[str, int] | None:
     """Peak tensor memory (bytes) of one training step, from torch's ``MemTracker``.
 
     It follows every tensor storage the step allocates and frees: parameters, gradients, optimizer state,
@@ -92,7 +121,7 @@ def train_peak_memory(model: nn.Module, batch: int, side: int) -> dict[str, int]
         from torch.distributed._tools.mem_tracker import MemTracker
     except ImportError:  # pragma: no cover - builds without torch.distributed
         return None
-    step = train_step_fn(model, batch, side)  # parameters, gradients and momentum exist from here on
+    step = train_step_fn(model, batch, side, dtype=dtype)  # parameters, gradients and momentum exist from here on
     tracker = MemTracker()
     tracker.track_external(model, step.optimizer)
     with tracker:
