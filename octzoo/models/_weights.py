@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ._convert import from_octconv_pytorch, is_octconv_pytorch
+
 __all__ = ["LoadReport", "load_weights", "read_state_dict", "remap_by_position"]
 
 log = logging.getLogger("octzoo")
@@ -139,6 +141,11 @@ def load_weights(model: nn.Module, source: str | os.PathLike | dict[str, Tensor]
     state = dict(source) if isinstance(source, dict) else read_state_dict(source)
     own = model.state_dict()
     report = LoadReport(label)
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    if is_octconv_pytorch(state):
+        state = from_octconv_pytorch(state)
+        log.info("%s: octconv.pytorch's layout, renamed to octzoo's", label)
     if sum(k not in own for k in state) > len(state) // 2:
         state = remap_by_position(state, model)  # other names: torchvision's
 
