@@ -10,8 +10,9 @@ over images and channels):
 - ``low``: the low branch on its grid, frequencies expressed in high-grid units (up to 0.25);
 - ``high_pooled``: the high branch average-pooled 2x onto the low grid: what half resolution alone forces.
 
-``share_below(cutoff)`` is the fraction of a spectrum's energy below ``cutoff`` (high-grid cycles/pixel) among
-the band both can hold (below 0.25). The low branch concentrates lower frequencies beyond its resolution when
+``share_below(cutoff)`` is the fraction of a spectrum's energy at or below ``cutoff`` (high-grid cycles/pixel)
+among the band both can hold (up to 0.25); the default cut-off, 0.125, halves that band, and is a ring of every
+grid down to 8 x 8 (rings are 1/size apart). The low branch concentrates lower frequencies beyond its resolution when
 its share exceeds ``high_pooled``'s.
 """
 
@@ -52,13 +53,14 @@ def radial_power_spectrum(maps: Tensor, scale: float = 1.0) -> tuple[Tensor, Ten
     return freqs, spectrum
 
 
-def share_below(freqs: Tensor, power: Tensor, cutoff: float, band: float = 0.25) -> float:
-    """Fraction of the energy at frequencies <= ``band`` that lies strictly below ``cutoff``."""
+def share_below(freqs: Tensor, power: Tensor, cutoff: float = 0.125, band: float = 0.25) -> float:
+    """Fraction of the energy at frequencies <= ``band`` that lies at frequencies <= ``cutoff`` (DC excluded: the
+    maps are mean-free)."""
     in_band = freqs <= band + 1e-9
     total = float(power[in_band].sum())
     if total <= 1e-9 * float(power.sum()):  # (numerically) nothing in the band
         return float("nan")
-    return float(power[in_band & (freqs < cutoff)].sum()) / total
+    return float(power[in_band & (freqs <= cutoff + 1e-9)].sum()) / total
 
 
 @dataclass
@@ -69,7 +71,7 @@ class LayerSpectra:
     channels: tuple[int, int]  # (high, low)
     spectra: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
-    def share_below(self, cutoff: float) -> dict[str, float]:
+    def share_below(self, cutoff: float = 0.125) -> dict[str, float]:
         return {k: share_below(f, p, cutoff) for k, (f, p) in self.spectra.items()}
 
 

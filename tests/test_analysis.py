@@ -72,3 +72,11 @@ def test_plot(tmp_path):
     model = octzoo.create_model("oct_resnet20", alpha=0.25)
     path = plot_spectra(octave_spectra(model, torch.randn(2, 3, 32, 32))[:4], tmp_path / "s.png")
     assert path.stat().st_size > 10_000
+
+
+def test_the_default_cut_off_is_a_ring_of_an_8_by_8_grid():
+    wave = _wave(1 / 8, 0, size=8)  # 0.125 cycles/pixel on the smallest grid of the CIFAR ResNets
+    freqs, power = radial_power_spectrum(wave)
+    assert share_below(freqs, power) == pytest.approx(1.0)
+    freqs, power = radial_power_spectrum(_wave(2 / 8, 0, size=8))
+    assert share_below(freqs, power) < 1e-12
