@@ -363,5 +363,15 @@ def _write_entry(args: argparse.Namespace, net: nn.Module, info: dict, out) -> o
     return path
 
 
-# Each entry adds one subparser; later commands (compare) slot in here.
-COMMANDS = [_add_models, _add_bench, _add_export]
+# ---------------------------------------------------------------------------------------------------------------------
+# octzoo compare
+
+
+def _add_compare(commands: argparse._SubParsersAction) -> None:
+    from octzoo.compare import add_parser  # the parser and the run live with the comparison
+
+    add_parser(commands)
+
+
+# Each entry adds one subparser; a new command slots in here.
+COMMANDS = [_add_models, _add_bench, _add_export, _add_compare]

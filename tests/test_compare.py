@@ -1,0 +1,264 @@
+"""``octzoo compare`` on a run the suite trains for two steps, from its folder and from its W&B record."""
+
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, write_cifar_pickles
+from test_train_cli import read_wandb_records
+
+from octzoo.cli import main as octzoo_main
+from octzoo.compare import read_local_run
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Oct-ResNet-20 (alpha .25) on the 60-epoch recipe cut to one epoch of two tiny batches, tested after fit."""
+    root = tmp_path_factory.mktemp("trained")
+    data = write_cifar_pickles(tmp_path_factory.mktemp("data"))
+    configs = [REPO_ROOT / "configs/cifar10/oct_resnet20.yaml", REPO_ROOT / "configs/cifar10/recipe_60ep.yaml"]
+    args = [arg for c in configs for arg in ("--config", str(c))] + ["--data.data_dir", str(data)]
+    args += ["--data.batch_size", "8", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
+    args += [
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.limit_test_batches",
+        "1",
+        "--trainer.log_every_n_steps",
+        "1",
+    ]
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    env.pop("PYTEST_XDIST_WORKER", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "octzoo", "fit", *args, "--test_after_fit", "true"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    run = root / "runs/cifar10_60ep/oct_resnet20_a0.25/version_0"
+    return run, json.loads((run / "summary.json").read_text())
+
+
+def compare(*args: str) -> int:
+    return octzoo_main(["compare", *args])
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_real_run_gives_its_row_files_and_plots(trained, tmp_path, capsys):
+    run, summary = trained
+    assert summary["status"] == "finished" and summary["metrics"]["test"]
+    assert compare(str(run.parent.parent), "--out", str(tmp_path / "out")) == 0
+    out = capsys.readouterr().out
+    top1 = 100 * summary["metrics"]["test"]["test/acc1"]
+    top5 = 100 * summary["metrics"]["test"]["test/acc5"]
+    assert (
+        f"| cifar10 | oct_resnet20 | 0.25 | 1 | 0.270 M | 28.39 M | - | {top1:.2f} | {top5:.2f} | 1 | 0 | test |" in out
+    )
+    [row] = read_csv(tmp_path / "out/compare.csv")
+    assert (row["model"], row["family"], row["alpha"], row["epochs"]) == ("oct_resnet20", "resnet20", "0.25", "1")
+    assert (int(row["params"]), int(row["macs"])) == (269_722, 28_385_920)
+    assert float(row["top1_mean"]) == pytest.approx(top1, abs=1e-4) and row["top1_std"] == ""
+    assert (row["n"], row["seeds"], row["source"], row["runs"]) == ("1", "0", "test", str(run))
+    for name in ("top1_vs_macs.png", "curves.png"):
+        assert (tmp_path / "out" / name).read_bytes()[:8] == PNG
+
+    # the curves are the CSV logger's: two training steps, one validation epoch
+    curves = read_local_run(run).curves()
+    assert sorted(curves.train_loss) == [0, 1] and list(curves.val_acc1) == [0]
+    assert curves.val_acc1[0] == pytest.approx(summary["metrics"]["final"]["val/acc1"])
+
+
+def copy_run(run: Path, to: Path, changes: dict[tuple[str, ...], object] | None = None) -> Path:
+    """The trained run folder copied (summary and metrics, no checkpoints), summary fields changed by key path."""
+    to.mkdir(parents=True)
+    shutil.copy(run / "metrics.csv", to / "metrics.csv")
+    summary = json.loads((run / "summary.json").read_text())
+    for path, value in (changes or {}).items():
+        node = summary
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    summary["run_dir"] = str(to)
+    (to / "summary.json").write_text(json.dumps(summary))
+    return to
+
+
+def test_seeds_duplicates_unfinished_datasets_and_missing_metrics(trained, tmp_path, capsys):
+    run, summary = trained
+    runs = tmp_path / "runs"
+    real = summary["metrics"]["test"]["test/acc1"]
+    a = copy_run(run, runs / "a")  # seed 0: the real run
+    dup = copy_run(
+        run, runs / "dup", {("updated_at",): "2000-01-01T00:00:00+00:00", ("metrics", "test", "test/acc1"): 0.9}
+    )
+    b = copy_run(run, runs / "b", {("seed",): 1, ("metrics", "test"): {"test/acc1": 0.5, "test/acc5": 0.75}})
+    unfinished = copy_run(run, runs / "c", {("seed",): 2, ("status",): "interrupted", ("epochs",): 0})
+    other_data = copy_run(run, runs / "d", {("data", "name"): "cifar100", ("data", "num_classes"): 100})
+    no_metric = copy_run(run, runs / "e", {("alpha",): 0.5, ("metrics",): {"final": {}, "best": {}, "test": {}}})
+    # ResNet-20: one run with test metrics, one without; the row takes the last validation epoch for both
+    plain = {("model",): "resnet20", ("alpha",): 0.0, ("macs",): 40_551_040}
+    p0 = copy_run(run, runs / "p0", {**plain, ("metrics", "final", "val/acc1"): 0.25})
+    p1 = copy_run(
+        run, runs / "p1", {**plain, ("seed",): 1, ("metrics", "test"): {}, ("metrics", "final", "val/acc1"): 0.35}
+    )
+
+    assert compare(str(runs), "--out", str(tmp_path / "out"), "--no-plots") == 0
+    out = capsys.readouterr().out
+    rows = {(r["dataset"], r["model"], r["alpha"]): r for r in read_csv(tmp_path / "out/compare.csv")}
+    assert set(rows) == {
+        ("cifar10", "oct_resnet20", "0.25"),
+        ("cifar100", "oct_resnet20", "0.25"),
+        ("cifar10", "oct_resnet20", "0.5"),
+        ("cifar10", "resnet20", "0.0"),
+    }
+    seeds = rows["cifar10", "oct_resnet20", "0.25"]
+    assert (seeds["n"], seeds["seeds"], seeds["source"]) == ("2", "0 1", "test")
+    assert float(seeds["top1_mean"]) == pytest.approx(100 * (real + 0.5) / 2, abs=1e-4)
+    assert float(seeds["top1_std"]) == pytest.approx(100 * statistics.stdev([real, 0.5]), abs=1e-4)
+    assert seeds["runs"] == f"{a} {b}"  # the older duplicate of seed 0 is not averaged
+    assert rows["cifar100", "oct_resnet20", "0.25"]["runs"] == str(other_data)  # never averaged with CIFAR-10
+    missing = rows["cifar10", "oct_resnet20", "0.5"]
+    assert (missing["n"], missing["without_metric"], missing["top1_mean"]) == ("0", "1", "")
+    fallback = rows["cifar10", "resnet20", "0.0"]
+    assert (fallback["source"], fallback["n"], fallback["seeds"]) == ("final", "2", "0 1")
+    assert float(fallback["top1_mean"]) == pytest.approx(30.0, abs=1e-4)
+
+    roles = {r["run"]: r for r in read_csv(tmp_path / "out/runs.csv")}
+    assert roles[str(dup)]["role"] == "duplicate" and roles[str(unfinished)]["role"] == "unfinished"
+    assert roles[str(no_metric)]["role"] == "without metric"
+    assert (roles[str(p0)]["top1"], roles[str(p1)]["source"]) == ("25.0", "final")
+    assert f"- dropped {dup} (seed 0), kept {a}" in out
+    assert "| interrupted | cifar10 | oct_resnet20 | 0.25 | 2 | 0 of 1 |" in out and str(unfinished) in out
+    assert f"- {no_metric}: no val, last epoch top-1" in out
+    assert "| cifar10 | resnet20 | 0 | 1 | 0.270 M | 40.55 M | - | 30.00 ± 7.07 |" in out
+
+
+def test_best_metric_takes_top5_at_the_best_epoch(trained, tmp_path, capsys):
+    run, summary = trained
+    assert compare(str(run), "--metric", "best", "--out", str(tmp_path), "--no-plots", "--latency") == 0
+    [row] = read_csv(tmp_path / "compare.csv")
+    best = summary["metrics"]["best"]["val/acc1"]
+    assert row["source"] == "best" and float(row["top1_mean"]) == pytest.approx(100 * best["value"], abs=1e-4)
+    assert float(row["top5_mean"]) == pytest.approx(100 * summary["metrics"]["final"]["val/acc5"], abs=1e-4)
+    assert float(row["latency_ms"]) > 0
+    assert "val, best epoch" in capsys.readouterr().out
+
+
+class FakeWandbRun:
+    """A run as wandb.Api returns it, filled from the run's offline W&B log (what `wandb sync` uploads)."""
+
+    def __init__(self, wandb_file: Path):
+        self.config, self.summary, self.rows = {}, {}, []
+        for record in read_wandb_records(wandb_file):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                self.id, self.name, self.group = record.run.run_id, record.run.display_name, record.run.run_group
+                self.tags, self.created_at = list(record.run.tags), record.run.start_time.ToJsonString()
+            elif kind == "config":
+                self.config.update({_key(i): json.loads(i.value_json) for i in record.config.update})
+            elif kind == "history":
+                self.rows.append({_key(i): json.loads(i.value_json) for i in record.history.item})
+            elif kind == "summary":
+                self.summary.update({_key(i): json.loads(i.value_json) for i in record.summary.update})
+            elif kind == "exit":
+                self.state = "finished" if record.exit.exit_code == 0 else "failed"
+
+    def history(self, samples=500, keys=None, x_axis="_step", pandas=True, stream="default"):
+        assert not pandas, "pandas is not installed with octzoo: the real call would warn and hand back rows anyway"
+        rows = [r for r in self.rows if all(k in r for k in keys or [])]
+        rows = [{k: r[k] for k in [*keys, "_step"]} for r in rows] if keys else rows
+        step = max(1, -(-len(rows) // samples))
+        return rows[::step]
+
+
+def _key(item) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+class FakeApi:
+    """``wandb.Api()`` for one project: ``runs(path, filters)`` with the filter forms W&B documents."""
+
+    calls: list = []
+
+    def __init__(self, runs, project="team/octzoo"):
+        self._runs, self._project = runs, project
+
+    def runs(self, path=None, filters=None, order="+created_at", per_page=50, include_sweeps=False, lazy=True):
+        if path != self._project:
+            raise ValueError(f"Could not find project {path}")
+        FakeApi.calls.append(filters)
+        return [r for r in self._runs if _matches(r, filters or {})]
+
+
+def _matches(run, filters) -> bool:
+    for key, cond in filters.items():
+        if key == "$and":
+            ok = all(_matches(run, c) for c in cond)
+        elif key == "group":
+            ok = run.group == cond
+        elif key == "tags" and set(cond) == {"$in"}:
+            ok = bool(set(run.tags) & set(cond["$in"]))
+        else:
+            raise NotImplementedError(f"filter {key}: {cond} is not one the fake understands")
+        if not ok:
+            return False
+    return True
+
+
+def test_wandb_project_gives_the_same_row_as_the_run_folder(trained, tmp_path, monkeypatch, capsys):
+    import wandb
+
+    run, summary = trained
+    [log] = run.parent.parent.glob("wandb/offline-run-*/run-*.wandb")
+    fake = FakeWandbRun(log)
+    assert fake.id == summary["wandb"]["id"] and fake.state == "finished"
+    monkeypatch.setattr(wandb, "Api", lambda *a, **k: FakeApi([fake]))
+
+    FakeApi.calls.clear()
+    args = ["--wandb", "team/octzoo", "--group", "cifar10_60ep", "--tag", "oct_resnet20", "--tag", "alpha=0.25"]
+    assert compare(*args, "--out", str(tmp_path / "wandb")) == 0
+    assert FakeApi.calls == [
+        {"group": "cifar10_60ep", "$and": [{"tags": {"$in": ["oct_resnet20"]}}, {"tags": {"$in": ["alpha=0.25"]}}]}
+    ]
+    assert compare(str(run), "--out", str(tmp_path / "local"), "--no-plots") == 0
+    [remote] = read_csv(tmp_path / "wandb/compare.csv")
+    [local] = read_csv(tmp_path / "local/compare.csv")
+    assert remote.pop("runs") == f"team/octzoo/{fake.id}" and local.pop("runs") == str(run)
+    assert remote == local
+    assert (tmp_path / "wandb/curves.png").read_bytes()[:8] == PNG
+    capsys.readouterr()
+
+    # a filter that matches nothing, and a project that does not exist
+    assert compare("--wandb", "team/octzoo", "--group", "other", "--no-plots", "--out", str(tmp_path)) == 2
+    assert "no runs found in W&B project team/octzoo with group 'other'" in capsys.readouterr().err
+    assert compare("--wandb", "team/nothing", "--no-plots", "--out", str(tmp_path)) == 2
+    assert "Could not find project team/nothing" in capsys.readouterr().err
+
+
+def test_refusals_name_the_fix(tmp_path, monkeypatch, capsys):
+    assert compare(str(tmp_path / "missing")) == 2
+    assert "no such file or folder; pass run folders" in capsys.readouterr().err
+    assert compare(str(tmp_path), "--no-plots", "--out", str(tmp_path / "out")) == 2
+    assert "no runs found in" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    assert compare(str(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "the plots need matplotlib: pip install 'octzoo[bench]'" in err and "or pass --no-plots" in err
+    with pytest.raises(SystemExit):
+        compare("--wandb", "octzoo")
+    assert "--wandb takes ENTITY/PROJECT" in capsys.readouterr().err
