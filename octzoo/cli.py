@@ -364,7 +364,7 @@ def _write_entry(args: argparse.Namespace, net: nn.Module, info: dict, out) -> o
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# octzoo compare
+# octzoo compare and octzoo sweep
 
 
 def _add_compare(commands: argparse._SubParsersAction) -> None:
@@ -373,5 +373,11 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
     add_parser(commands)
 
 
+def _add_sweep(commands: argparse._SubParsersAction) -> None:
+    from octzoo.sweep import add_parser
+
+    add_parser(commands)
+
+
 # Each entry adds one subparser; a new command slots in here.
-COMMANDS = [_add_models, _add_bench, _add_export, _add_compare]
+COMMANDS = [_add_models, _add_bench, _add_export, _add_compare, _add_sweep]
