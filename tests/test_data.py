@@ -361,7 +361,7 @@ def test_fit_and_checkpointed_position_through_lightning(cifar_pickles: Path, tm
     trainer.fit(module, datamodule=dm)
     assert len(module.seen) == 3 and all(x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32) for x in module.seen)
     trainer.save_checkpoint(tmp_path / "last.ckpt")
-    state = torch.load(tmp_path / "last.ckpt", weights_only=False)["CIFAR10DataModule"]
+    state = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=False)["CIFAR10DataModule"]
     assert state == {"epoch": 0, "batches_served": 3, "seed": 0}
     with pytest.raises(DataError, match="has 10 classes but the model was built for 5"):
         quiet_trainer(tmp_path, max_steps=1).fit(Tiny(num_classes=5), datamodule=dm)

@@ -65,7 +65,8 @@ def scan_imagenet(root: Path, num_classes: int) -> tuple[list[str], dict[str, li
             f"ImageNet not found: {describe_dir(root)}. Expected {root}/train/<wnid>/*.JPEG and "
             f"{root}/val/<wnid>/*.JPEG (the image-folder layout torchvision's ImageNet also uses). {HOW_TO_GET}"
         )
-    meta = torch.load(root / "meta.bin", weights_only=True) if (root / "meta.bin").is_file() else None
+    meta_bin = root / "meta.bin"
+    meta = torch.load(meta_bin, map_location="cpu", weights_only=True) if meta_bin.is_file() else None
     train = _scan_split(root / "train")
     val = _scan_split(root / "val") or _flat_val(root, meta) or {}
     for name, split in (("train", train), ("val", val)):

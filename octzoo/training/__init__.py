@@ -1,8 +1,19 @@
 """Tier 3: training glue (Lightning, W&B); imports the tiers below, never the reverse."""
 
+from .checkpoint_io import AtomicCheckpointIO, LastCheckpoint
 from .loggers import CSVLogger
 from .module import ImageClassifier
+from .reseed import ReseedEachBatch
 from .summary import RunSummary, read_summary
 from .wandb import WandbLogger
 
-__all__ = ["CSVLogger", "ImageClassifier", "RunSummary", "WandbLogger", "read_summary"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "CSVLogger",
+    "ImageClassifier",
+    "LastCheckpoint",
+    "ReseedEachBatch",
+    "RunSummary",
+    "WandbLogger",
+    "read_summary",
+]

@@ -30,6 +30,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
+from .checkpoint_io import atomic_write
+
 __all__ = ["RunSummary", "read_summary", "write_json_atomic"]
 
 SCHEMA = 1
@@ -37,9 +39,8 @@ SCHEMA = 1
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write to a temporary file and rename it over ``path``: a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, default=str) + "\n"  # fails before the file is touched
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def read_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -111,11 +112,11 @@ class RunSummary(Callback):
         d["epochs"] = trainer.fit_loop.epoch_progress.current.completed
         d["global_step"] = trainer.global_step
         d["wall_time_s"] = round(self._wall_before + time.time() - self._t0, 1)
-        ckpt = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+        ckpts = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
         old = d.get("checkpoints") or {}
         d["checkpoints"] = {  # a test run restores an older checkpoint state: keep the paths already known
-            "last": (ckpt.last_model_path if ckpt else None) or old.get("last"),
-            "best": (ckpt.best_model_path if ckpt else None) or old.get("best"),
+            "last": next((c.last_model_path for c in ckpts if c.last_model_path), None) or old.get("last"),
+            "best": next((c.best_model_path for c in ckpts if c.best_model_path), None) or old.get("best"),
         }
         wb = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
         d["wandb"] = (
