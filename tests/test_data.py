@@ -286,24 +286,37 @@ def test_missing_empty_and_wrong_layouts_say_what_was_found_and_what_is_expected
         f.unlink()
     with pytest.raises(DataError, match="test/dog is empty"):
         _dm(tree, tmp_path)
+    (tree / "test" / "dog").rmdir()  # a class in train/ but not in test/
+    with pytest.raises(DataError, match=r"test: found classes .* \(missing \['dog'\], unexpected \[\]\)"):
+        _dm(tree, tmp_path)
 
 
-@pytest.mark.parametrize("damage", ["corrupt", "zero-byte", "truncated", "wrong size"])
+@pytest.mark.parametrize("damage", ["corrupt", "zero-byte", "truncated", "wrong size", "non-image", "notes file"])
 def test_bad_cifar_images_fail_naming_the_file_or_are_skipped_and_counted(tmp_path: Path, damage: str) -> None:
     tree = write_cifar_tree(tmp_path / "tree", per_class=2, fmt="JPEG")
     bad = tree / "train" / "frog" / "0001.jpeg"
-    content = {"corrupt": b"\xff\xd8 not really a jpeg", "zero-byte": b"", "truncated": bad.read_bytes()[:200]}
+    content = {
+        "corrupt": b"\xff\xd8 not really a jpeg",
+        "zero-byte": b"",
+        "truncated": bad.read_bytes()[:200],
+        "non-image": b"label,comment\nfrog,blurry\n",
+    }
     if damage == "wrong size":
         Image.new("RGB", (33, 32)).save(bad, "JPEG")
+    elif damage == "notes file":  # a text file beside the images (hidden files such as .DS_Store are ignored)
+        bad.unlink()
+        bad = bad.with_name("0001.txt")
+        bad.write_text("taken with the old camera")
+        (bad.parent / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     else:
         bad.write_bytes(content[damage])
-    with pytest.raises(BadImageError, match=str(bad)):
+    with pytest.raises(BadImageError, match=re.escape(str(bad)) + r": .*; replace or delete .*on_bad_image='skip'"):
         _dm(tree, tmp_path)
-    with pytest.warns(UserWarning, match="0001.jpeg"):
+    with pytest.warns(UserWarning, match=bad.name):
         dm = _dm(tree, tmp_path, on_bad_image="skip")
     assert dm.skipped == [str(bad)] and len(dm.train_dataset) == 19
     assert dm.train_dataset.labels.bincount().tolist() == [2, 2, 2, 2, 2, 2, 1, 2, 2, 2]
-    with pytest.raises(BadImageError, match="0001.jpeg"):  # the cache remembers it for a later "fail" run
+    with pytest.raises(BadImageError, match=bad.name):  # the cache remembers it for a later "fail" run
         _dm(tree, tmp_path)
     with pytest.raises(ValueError, match="on_bad_image"):
         CIFAR10DataModule(str(tree), on_bad_image="ignore")

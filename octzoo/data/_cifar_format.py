@@ -35,7 +35,8 @@ def check_classes(found: list[str] | set[str], where: str) -> None:
         extra = sorted(set(found) - set(CIFAR10_CLASSES))
         raise DataError(
             f"{where}: found classes {sorted(found)}, expected the CIFAR-10 classes {list(CIFAR10_CLASSES)} "
-            f"(missing {missing}, unexpected {extra})"
+            f"(missing {missing}, unexpected {extra}); each split needs one folder per class, named as listed: "
+            "rename or add the folders, or point data_dir at a complete copy"
         )
 
 

@@ -7,11 +7,13 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ._common import BadImageError, warn_skipped
 
 __all__ = ["decode_small", "open_rgb"]
+
+FIX = "replace or delete the file, or leave unreadable images out with on_bad_image='skip' (--data.on_bad_image skip)"
 
 
 def open_rgb(source: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
@@ -37,7 +39,8 @@ def open_rgb(source: str | os.PathLike | bytes, name: str | None = None) -> Imag
                 img = _to_8bit(img)
             return img if img.mode == "RGB" else img.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise BadImageError(f"cannot read image {name}: {exc}") from exc
+        why = "not an image file Pillow can read" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise BadImageError(f"cannot read image {name}: {why}; {FIX}") from exc
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -51,7 +54,9 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 def _decode_one(name: str, blob: bytes, size: int) -> np.ndarray:
     img = open_rgb(blob, name)
     if img.size != (size, size):
-        raise BadImageError(f"cannot use image {name}: it is {img.size[0]}x{img.size[1]}, expected {size}x{size}")
+        raise BadImageError(
+            f"cannot use image {name}: it is {img.size[0]}x{img.size[1]}, expected {size}x{size}; {FIX}"
+        )
     return np.asarray(img)
 
 
