@@ -6,7 +6,7 @@ MobileNetV2) at odd input sizes, where the low branches get ceil-sized maps; the
 registered model. ``torch.compile`` uses the ``aot_eager`` backend (Dynamo's graph capture with
 ``fullgraph=True`` and AOTAutograd, where model code breaks) at one odd size; the slow suite adds a second batch
 and size (a dynamic-shape recompile, minutes for the deep ResNets, so for the fast set only) and Inductor, whose
-C++ code generation takes over a minute per CIFAR ResNet-20 on a 2-core CPU, on one octave model per family.
+C++ code generation takes 30-80 s per model on a 2-core CPU, on one octave model per family.
 """
 
 from __future__ import annotations
