@@ -24,6 +24,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 CONFIGS = sorted(
     p for p in (REPO_ROOT / "configs").rglob("*.yaml") if not p.name.startswith("_") and p.parent.name != "base"
 )
+# recipe_*.yaml are overlays laid over a model config (--config model.yaml --config recipe.yaml)
+OVERLAY_BASE = {"cifar10": REPO_ROOT / "configs/cifar10/oct_resnet20.yaml"}
 SHORT = [
     "--trainer.log_every_n_steps",
     "1",
@@ -57,7 +59,10 @@ def octzoo_cmd(*args: str, cwd: Path, check: bool = True, timeout: float = 300) 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(p.relative_to(REPO_ROOT / "configs")) for p in CONFIGS])
 def test_every_config_parses_and_builds_its_model(config, tmp_path):
-    args = expand_bases(["--config", str(config), "--data.data_dir", str(tmp_path), "--trainer.logger", "false"])
+    configs = ["--config", str(config)]
+    if config.name.startswith("recipe_"):
+        configs = ["--config", str(OVERLAY_BASE[config.parent.name]), *configs]
+    args = expand_bases([*configs, "--data.data_dir", str(tmp_path), "--trainer.logger", "false"])
     cli = OctzooCLI(ImageClassifier, run=False, args=args, subclass_mode_data=True, auto_configure_optimizers=False)
     hp = cli.model.hparams
     reference = octzoo.create_model(hp.model_name, num_classes=hp.num_classes, **(hp.model_kwargs or {}))
