@@ -103,6 +103,7 @@ def test_fit_and_test_through_the_console_script(cifar10_pickles, tmp_path):
         28_385_920,
     )
     assert summary["data"]["class"] == "CIFAR10DataModule" and summary["data"]["num_classes"] == 10
+    assert summary["commit"] is None  # the run folder's working directory is no git checkout
     assert set(summary["metrics"]["test"]) == {"test/loss", "test/acc1", "test/acc5"}
     assert "val/acc1" in summary["metrics"]["best"]
     assert summary["config"]["model"]["model_name"] == "oct_resnet20"
@@ -344,3 +345,21 @@ def test_a_run_killed_five_ways_resumes_to_the_weights_of_an_uninterrupted_run(c
     assert {p.name.rsplit("-", 1)[-1] for p in (killed / "runs/wandb").glob("offline-run-*")} == {wandb_id}
     left = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert left[-1] == "last.ckpt" and len(left) == 2 and left[0].startswith("epoch")  # last + best, no temp file
+
+
+def test_summary_commit_is_the_checkouts_head(tmp_path, monkeypatch):
+    from octzoo.training.summary import _git_commit
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("a")
+    git("add", "f.txt")
+    git("commit", "-qm", "one")
+    monkeypatch.chdir(tmp_path)
+    head = git("rev-parse", "HEAD")
+    assert _git_commit() == head
+    (tmp_path / "f.txt").write_text("b")
+    assert _git_commit() == head + "+dirty"

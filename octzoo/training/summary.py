@@ -13,6 +13,8 @@ Schema (version 1), written atomically at the start of a run, after every valida
 - ``checkpoints``: ``{"last": path | null, "best": path | null}``
 - ``wandb``: ``{"id": ..., "project": ..., "mode": "online" | "offline"}`` or null
 - ``versions``: octzoo, torch, lightning; ``started_at``, ``updated_at`` (ISO 8601, UTC)
+- ``commit``: the git commit of the working directory when the run first started (``+dirty`` when tracked
+  files differed from it), or null outside a git checkout
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ class RunSummary(Callback):
             versions={"octzoo": _version(), "torch": torch.__version__, "lightning": L.__version__},
             **info,
         )
+        if "commit" not in self.data:  # where the run started; a resumed run keeps it
+            self.data["commit"] = _git_commit()
         if self.config is not None:
             self.data["config"] = self.config
             for logger in trainer.loggers:  # W&B keeps the whole resolved config beside the module's hparams
@@ -155,6 +159,20 @@ class RunSummary(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._write(trainer, "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
+
+
+def _git_commit() -> str | None:
+    """HEAD of the git checkout in the working directory, ``+dirty`` if tracked files changed; None elsewhere."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _version() -> str:
