@@ -150,6 +150,20 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, input_size: tuple[int, 
         return _rel_error(torch.from_numpy(out), net(x))
 
 
+def _without_resume(command: list[str]) -> list[str]:
+    """The training command without ``--ckpt_path``: resuming an interrupted run changes nothing it computes,
+    and a published command must reproduce the weight from scratch."""
+    out, skip = [], False
+    for arg in command:
+        if skip:
+            skip = False
+        elif arg == "--ckpt_path":
+            skip = True
+        elif not arg.startswith("--ckpt_path="):
+            out.append(arg)
+    return out
+
+
 def weight_entry(
     net: nn.Module,
     info: dict[str, Any],
@@ -166,7 +180,7 @@ def weight_entry(
     from .profile import profile
 
     cfg = net.pretrained_cfg
-    command = summary.get("command") or []
+    command = _without_resume(summary.get("command") or [])
     configs = [command[i + 1] for i, a in enumerate(command[:-1]) if a == "--config"]
     overrides = [a for i, a in enumerate(command) if i >= 2 and a != "--config" and command[i - 1] != "--config"]
     trainer = (summary.get("config") or {}).get("trainer") or {}

@@ -169,6 +169,20 @@ def test_non_strict_loading_reports_what_did_not_fit(tmp_path):
     assert torch.equal(other.fc.weight, net.fc.weight)
 
 
+def test_an_entry_names_the_command_that_trains_from_scratch(tmp_path):
+    """A resumed run's summary keeps --ckpt_path; the published command and overrides leave it out."""
+    net = octzoo.create_model("resnet20")
+    info = {"architecture": "resnet20", "model_kwargs": {}, "num_classes": 10}
+    path = save_safetensors(net, tmp_path / "w.safetensors", info)
+    resumed = dict(SUMMARY, command=SUMMARY["command"] + ["--ckpt_path", "runs/x/last.ckpt", "--ckpt_path=y"])
+    entry = weight_entry(net, info, path, "t", resumed, METRICS, "test data", CLASSES, commit="0" * 40)
+    assert entry["training"]["command"] == (
+        "octzoo fit --config configs/cifar10/oct_resnet20.yaml --trainer.max_epochs 2"
+    )
+    assert entry["training"]["config"] == ["configs/cifar10/oct_resnet20.yaml"]
+    assert entry["training"]["overrides"] == ["--trainer.max_epochs", "2"]
+
+
 def test_registry_entries_are_validated(tmp_path):
     _, entry = _publish(tmp_path, "oct_resnet20.a500_t", 0.5)
     path = tmp_path / "registry.json"
