@@ -1,6 +1,7 @@
 """``octzoo fit|test`` end to end: configs, run folders, summaries, W&B offline, DDP on CPU, resume."""
 
 import contextlib
+import csv
 import json
 import os
 import signal
@@ -119,6 +120,29 @@ def test_fit_and_test_through_the_console_script(cifar10_pickles, tmp_path):
     # test a training checkpoint
     proc = octzoo_cmd("test", *common, "--ckpt_path", str(run / "checkpoints/last.ckpt"), cwd=tmp_path)
     assert "test/acc1" in proc.stdout
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_resumed_run_keeps_the_metrics_of_its_earlier_epochs(cifar10_pickles, tmp_path):
+    """Lightning's CSV writer deletes metrics.csv when its folder is not empty, so a resumed run used to keep
+    only the epochs after the interruption; rows logged past the checkpoint (here: a whole epoch) go."""
+    common = [*cifar_args("resnet20", cifar10_pickles), "--trainer.max_epochs"]
+    octzoo_cmd("fit", *common, "2", cwd=tmp_path)
+    run = tmp_path / "runs/resnet20_a0/version_0"
+    ckpt = next((run / "checkpoints").glob("epoch000*.ckpt"))  # after epoch 0: epoch 1 was logged past it
+    assert {r["epoch"] for r in _csv_rows(run / "metrics.csv") if r["val/acc1"]} == {"0", "1"}
+    (run / "checkpoints/last.ckpt").unlink()
+    ckpt.rename(run / "checkpoints/last.ckpt")
+    octzoo_cmd("fit", *common, "3", "--ckpt_path", str(run / "checkpoints/last.ckpt"), cwd=tmp_path)
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]
+    rows = _csv_rows(run / "metrics.csv")
+    val = [(r["epoch"], r["step"]) for r in rows if r["val/acc1"]]
+    assert val == [("0", "1"), ("1", "3"), ("2", "5")]  # 2 steps an epoch; epoch 1 logged once, not twice
+    assert [int(r["step"]) for r in rows] == sorted(int(r["step"]) for r in rows)
 
 
 def test_two_runs_started_together_get_their_own_folders(cifar10_pickles, tmp_path):
@@ -342,6 +366,12 @@ def test_a_run_killed_five_ways_resumes_to_the_weights_of_an_uninterrupted_run(c
     assert summary["metrics"]["final"]["val/acc1"] == first["metrics"]["final"]["val/acc1"]
     assert [v.name for v in run.parent.iterdir()] == ["version_0"]  # every resume continued in the same folder
     assert summary["wandb"]["id"] == wandb_id  # and in the same W&B run
+
+    def logged(folder: Path) -> list[tuple[str, ...]]:  # every step's and every validation's row, in order
+        rows = _csv_rows(folder / "runs/resnet20_a0/version_0/metrics.csv")
+        return [tuple(v for k, v in r.items() if k != "train/acc1") for r in rows if r["train/loss"] or r["val/acc1"]]
+
+    assert logged(killed) == logged(whole)  # metrics.csv too: nothing lost, nothing logged twice
     assert {p.name.rsplit("-", 1)[-1] for p in (killed / "runs/wandb").glob("offline-run-*")} == {wandb_id}
     left = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert left[-1] == "last.ckpt" and len(left) == 2 and left[0].startswith("epoch")  # last + best, no temp file

@@ -33,6 +33,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
 from .checkpoint_io import atomic_write
+from .loggers import CSVLogger
 
 __all__ = ["RunSummary", "read_summary", "write_json_atomic"]
 
@@ -128,6 +129,12 @@ class RunSummary(Callback):
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, d)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path and trainer.is_global_zero:  # resumed: forget what was logged past the checkpoint
+            for logger in trainer.loggers:
+                if isinstance(logger, CSVLogger):
+                    logger.experiment.drop_rows_from(trainer.global_step)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.data:
