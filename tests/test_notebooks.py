@@ -16,13 +16,18 @@ def test_committed_notebook_holds_its_outputs(path):
     assert code and all(c.outputs for c in code), f"{path.name}: run it and commit it with its outputs"
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
     assert not errors, f"{path.name} was committed with an error output"
+    text = "".join(o.get("text", "") for c in code for o in c.outputs)
+    machine_paths = [p for p in (str(REPO_ROOT), "site-packages") if p in text]
+    assert not machine_paths, f"{path.name} shows paths of the machine it ran on: {machine_paths}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
+def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch, request):
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
+    if nb.metadata.get("octzoo", {}).get("needs_real_data"):  # reads the CIFAR-10 JPEG copy
+        monkeypatch.setenv("OCTZOO_REAL_DATA", str(request.getfixturevalue("real_data")))
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = []
