@@ -189,7 +189,7 @@ BAD_ARGUMENTS = [
     (dict(name="oct_resnet56", alpha=0.03), r"CIFAR ResNet-56: alpha=0\.03 .*64-channel stage has some"),
     (dict(name="oct_resnet5"), "did you mean .*'oct_resnet50'"),
     (dict(name="mobilenetv2"), "did you mean 'mobilenet_v2'"),
-    (dict(name="oct_resnet20", pretrained=True), "no published weights"),
+    (dict(name="oct_resnet56", pretrained=True), "no published weights"),
 ]
 
 
