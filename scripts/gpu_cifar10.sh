@@ -8,25 +8,27 @@
 # receives one log per model and cifar10_gpu_runs.tar.gz (summary.json, metrics.csv, config.yaml and
 # checkpoints/last.ckpt of each run). OCTZOO_MAX_TIME (default 00:00:07:00, Lightning's DD:HH:MM:SS) stops
 # every run cleanly when the time is up; a stopped run resumes with --ckpt_path .../last.ckpt. PYTHON picks the
-# interpreter (default python3); octzoo is imported from this checkout, so it needs no install.
+# interpreter (default python3); octzoo is imported from this checkout, so it needs no install. Runs land in
+# runs/cifar10_gpu/ under the working directory (the repository root, to publish them).
 # Publishing from the unpacked runs: docs/pretrained.md, "Publishing a weight".
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CONFIGS=$(realpath --relative-to="$PWD" "$ROOT/configs/cifar10")  # relative, as run records name their configs
 DATA=${1:?usage: scripts/gpu_cifar10.sh DATA [OUT] [-- EXTRA ARGS]}
 OUT=${2:-runs/cifar10_gpu}
 shift $(($# < 2 ? $# : 2))
 [[ ${1:-} == -- ]] && shift
 PYTHON=${PYTHON:-python3}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" WANDB_MODE=${WANDB_MODE:-offline}
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" WANDB_MODE=${WANDB_MODE:-offline}
 mkdir -p "$OUT"
 
 # Decode and cache the data once, before three processes would each do it.
-"$PYTHON" -c "from octzoo.data import CIFAR10DataModule as D; D(data_dir='$DATA').prepare_data()"
+"$PYTHON" -c "import sys; from octzoo.data import CIFAR10DataModule as D; D(data_dir=sys.argv[1]).prepare_data()" "$DATA"
 
 fit() {  # fit LOGNAME MODEL_CONFIG [ARGS...]
   local log=$OUT/$1.log config=$2
   shift 2
-  "$PYTHON" -m octzoo fit --config "configs/cifar10/$config.yaml" --config configs/cifar10/recipe_gpu.yaml \
+  "$PYTHON" -m octzoo fit --config "$CONFIGS/$config.yaml" --config "$CONFIGS/recipe_gpu.yaml" \
     --data.data_dir "$DATA" --trainer.accelerator gpu --trainer.devices 1 \
     --trainer.max_time "${OCTZOO_MAX_TIME:-00:00:07:00}" "$@" >"$log" 2>&1
 }

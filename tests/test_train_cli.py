@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import tarfile
 import sys
 import time
 from pathlib import Path
@@ -393,3 +394,38 @@ def test_summary_commit_is_the_checkouts_head(tmp_path, monkeypatch):
     assert _git_commit() == head
     (tmp_path / "f.txt").write_text("b")
     assert _git_commit() == head + "+dirty"
+
+
+@pytest.mark.slow
+def test_the_prepared_gpu_script_trains_the_three_published_models_and_packs_their_runs(cifar10_pickles, tmp_path):
+    """scripts/gpu_cifar10.sh moved onto the CPU and cut to two tiny batches: three finished runs on the GPU
+    recipe, their records and last checkpoints in the archive, configs named relative to where it ran."""
+    out = tmp_path / "out"
+    cut = ["--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.precision", "32-true"]
+    cut += ["--data.batch_size", "8", "--data.num_workers", "0", "--data.persistent_workers", "false", *SHORT]
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONWARNINGS="ignore")
+    env.pop("PYTEST_XDIST_WORKER", None)
+    script = REPO_ROOT / "scripts" / "gpu_cifar10.sh"
+    proc = subprocess.run(
+        ["bash", str(script), str(cifar10_pickles), str(out), "--", *cut],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    logs = "".join(p.read_text()[-2000:] for p in out.glob("*.log"))
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}\n{logs}"
+    with tarfile.open(out / "cifar10_gpu_runs.tar.gz") as tar:
+        packed = set(tar.getnames())
+    for run, alpha in [("resnet20_a0", 0.0), ("oct_resnet20_a0.25", 0.25), ("oct_resnet20_a0.5", 0.5)]:
+        folder = f"runs/cifar10_gpu/{run}/version_0"
+        for name in ("summary.json", "metrics.csv", "config.yaml", "checkpoints/last.ckpt"):
+            assert f"{folder}/{name}" in packed
+        summary = json.loads((tmp_path / folder / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["alpha"] == alpha
+        assert summary["config"]["model"]["lr"] == 0.4 and summary["config"]["model"]["warmup_epochs"] == 5
+        configs = [summary["command"][i + 1] for i, a in enumerate(summary["command"]) if a == "--config"]
+        assert [Path(c).name for c in configs][-1] == "recipe_gpu.yaml"
+        assert not any(Path(c).is_absolute() for c in configs)
+        assert f"a{alpha}: finished, 1 epochs" in proc.stdout
