@@ -6,8 +6,8 @@ import json
 import os
 import signal
 import subprocess
-import tarfile
 import sys
+import tarfile
 import time
 from pathlib import Path
 
