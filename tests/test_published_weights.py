@@ -43,7 +43,7 @@ def test_entry_matches_its_model_config_and_file(name):
 @pytest.mark.parametrize("name", WEIGHTS)
 def test_card_lists_the_entry_with_its_numbers(name):
     w = _pretrained.pretrained_weight(name)
-    row = next((line for line in CARD.read_text().splitlines() if f"`{name}`" in line), None)
+    row = next((line for line in CARD.read_text().splitlines() if line.startswith(f"| `{name}` |")), None)
     assert row is not None, f"{CARD.name} has no row for {name}"
     assert re.search(rf"\b{w.metrics['top1']:.2f}\b", row) and re.search(rf"\b{w.metrics['top5']:.2f}\b", row)
 
