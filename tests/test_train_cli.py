@@ -257,16 +257,17 @@ def _state(run: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_a_run_killed_five_ways_resumes_to_the_weights_of_an_uninterrupted_run(cifar10_pickles, tmp_path):
+def test_a_run_killed_six_ways_resumes_to_the_weights_of_an_uninterrupted_run(cifar10_pickles, tmp_path):
     """Kill/resume, exactly: ResNet-20 on the generated CIFAR-10 (100 images, batches of 8: 13 steps an epoch,
     2 epochs) with ``deterministic: true``, mixup and cutmix (which draw from the global generators every step)
-    and ``last.ckpt`` after every step, is SIGKILLed five times and resumed each time with ``--ckpt_path``:
+    and ``last.ckpt`` after every step, is SIGKILLed six times and resumed each time with ``--ckpt_path``:
 
     1. mid-epoch right after an optimiser step, before its checkpoint (the step is lost and redone);
     2. halfway through writing a checkpoint (half a temporary file on disk; last.ckpt stays the previous one);
     3. during validation at the end of an epoch;
     4. at the start of the next epoch, right after the end-of-epoch checkpoint;
-    5. from outside, at whatever moment the run has reached once epoch 2 has checkpointed a few steps.
+    5. after a step's checkpoint is written, before that step's metrics row is logged;
+    6. from outside, at whatever moment the run has reached once epoch 2 has checkpointed a few steps.
 
     It ends with the weights, BN statistics, metrics and run files of a run that was never interrupted.
     Restored by Lightning: model, optimiser, LR schedule, loops, callbacks; by ``CIFAR10DataModule.state_dict``:
@@ -335,26 +336,29 @@ def test_a_run_killed_five_ways_resumes_to_the_weights_of_an_uninterrupted_run(c
         dict(phase="write", step=9),
         dict(phase="validation", step=13),
         dict(phase="epoch_start", step=13),
+        dict(phase="log", step=17),
     ]
     for i, kill in enumerate(kills):
         finish(start(killed, kill, resume=i > 0), killed=True)
         steps.append(torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)["global_step"])
         if kill["phase"] == "write":  # half a checkpoint beside last.ckpt, which is the previous step's
             assert len(list((run / "checkpoints").glob(".last.ckpt.*.tmp"))) == 1
-    assert steps == [4, 8, 12, 13]  # the last batch of an epoch is checkpointed after its validation
+    # the last batch of an epoch is checkpointed after its validation; a step's checkpoint becomes last.ckpt
+    # once its metrics row is logged
+    assert steps == [4, 8, 12, 13, 16]
     wandb_id = json.loads((run / "summary.json").read_text())["wandb"]["id"]
 
-    proc = start(killed, None, resume=True)  # 4: from outside, once epoch 2 has checkpointed a few steps
+    proc = start(killed, None, resume=True)  # 6: from outside, once epoch 2 has checkpointed a few steps
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         with contextlib.suppress(Exception):  # (the file is replaced, never torn, but may be missing a moment)
-            if torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)["global_step"] >= 16:
+            if torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)["global_step"] >= 19:
                 break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     finish(proc, killed=True)
     outside = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)["global_step"]
-    assert 16 <= outside < 26
+    assert 19 <= outside < 26
 
     finish(start(killed, None, resume=True), killed=False)
     reference, resumed = _state(whole / "runs/resnet20_a0/version_0"), _state(run)

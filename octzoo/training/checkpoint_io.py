@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+from weakref import proxy
 
 import torch
 from fsspec.implementations.local import LocalFileSystem
@@ -104,7 +105,15 @@ class LastCheckpoint(ModelCheckpoint):
     so that a later mid-epoch checkpoint restores ``batch_idx`` at 0 and skips the next epoch's validation
     too. The end-of-epoch checkpoint is written in ``on_train_epoch_end`` instead, after validation, where
     Lightning resumes correctly.
+
+    A step's checkpoint is written in ``on_train_batch_end``, before Lightning logs that step's metrics row.
+    It goes to ``last.ckpt.part`` and becomes ``last.ckpt`` (an atomic rename) at the next hook after the
+    row is logged: the next batch, a validation, the epoch's or the run's end. A run killed in between
+    resumes from the previous step, whose rows are all in ``metrics.csv``; otherwise the row of the step it
+    resumed after would be lost, the resume dropping only the rows logged past its checkpoint.
     """
+
+    PART_SUFFIX = ".part"
 
     def __init__(self, every_n_train_steps: int = 1000, dirpath: _PATH | None = None) -> None:
         super().__init__(
@@ -114,11 +123,59 @@ class LastCheckpoint(ModelCheckpoint):
             every_n_train_steps=every_n_train_steps,
             enable_version_counter=False,  # always last.ckpt, never last-v1.ckpt
         )
+        self._staging = False
+        self._pending: str | None = None  # last.ckpt's path while its successor waits in last.ckpt.part
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        if not self._staging:
+            self._pending = None  # superseded: this save replaces last.ckpt itself
+            return super()._save_checkpoint(trainer, filepath)
+        trainer.save_checkpoint(filepath + self.PART_SUFFIX, self.save_weights_only)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        self._pending = filepath
+
+    def _publish(self, trainer) -> None:
+        """``last.ckpt.part`` becomes ``last.ckpt``; the loggers hear of it then."""
+        if self._pending is None:
+            return
+        filepath, self._pending = self._pending, None
+        if trainer.is_global_zero:
+            part = filepath + self.PART_SUFFIX
+            if isinstance(self._fs, LocalFileSystem):
+                os.replace(part, filepath)
+                _fsync_dir(Path(filepath).parent)
+            else:
+                self._fs.mv(part, filepath)
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        if trainer.is_global_zero and self.dirpath:  # a part left by a killed run is older than last.ckpt's state
+            part = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION + self.PART_SUFFIX)
+            if self._fs.isfile(part):
+                self._fs.rm(part)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._publish(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        self._staging = True
+        try:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        finally:
+            self._staging = False
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._publish(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._publish(trainer)
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._publish(trainer)
