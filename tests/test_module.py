@@ -1,6 +1,7 @@
 """ImageClassifier: optimisation recipes, schedules, mixing, precision and checkpoints, on tiny random data."""
 
 import math
+import warnings
 
 import lightning as L
 import pytest
@@ -11,6 +12,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 
 import octzoo
+import octzoo.training.module
 from octzoo.training import ImageClassifier
 
 
@@ -117,6 +119,29 @@ def test_bf16_mixed_and_channels_last(tmp_path):
     trainer.fit(model, TinyData())
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     assert model.model.conv1.conv.h2h.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize(
+    ("precision", "fast_bf16", "warned"),
+    [("bf16-mixed", False, True), ("bf16-mixed", True, False), ("32-true", False, False)],
+)
+def test_bf16_on_a_cpu_without_native_bf16_warns_with_the_fix(tmp_path, monkeypatch, precision, fast_bf16, warned):
+    monkeypatch.setattr(octzoo.training.module, "cpu_has_fast_bf16", lambda: fast_bf16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_trainer(tmp_path, precision=precision).validate(ImageClassifier("resnet20"), TinyData())
+    messages = [str(w.message) for w in caught if "without AVX-512" in str(w.message)]
+    assert len(messages) == int(warned)
+    if warned:
+        assert "--trainer.precision 32-true" in messages[0] and "bf16-mixed" in messages[0]
+
+
+def test_cpu_bf16_probe_matches_the_cpu_flags():
+    # oneDNN's bfloat16 path needs AVX-512 (avx512bw/vl/dq); an AVX2-only CPU reports False.
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        assert not octzoo.training.module.cpu_has_fast_bf16()
+    elif torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+        assert octzoo.training.module.cpu_has_fast_bf16()
 
 
 def test_metrics_are_logged_per_stage(tmp_path):
