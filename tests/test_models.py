@@ -92,6 +92,34 @@ def test_alpha_zero_octave_model_is_the_plain_model(name):
         assert torch.equal(plain(x), oct0(x))
 
 
+@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_stem_max_pool_gives_nn_max_pools_values_in_the_layout_the_next_layer_wants(keep, layout):
+    from octzoo.models.resnet import StemMaxPool2d
+
+    pool, ref = StemMaxPool2d(keep_channels_last=keep), torch.nn.MaxPool2d(3, 2, 1)
+    x = torch.randn(2, 8, 13, 12)
+    x[0, 0, 1, 1] = float("nan")  # max-pool propagates NaN; both layouts must agree on it
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y = pool(x)
+    torch.testing.assert_close(y, ref(x), rtol=0, atol=0, equal_nan=True)
+    cl = keep or layout == "channels_last"
+    assert y.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+    xg = x.clone().requires_grad_()  # autograd: nn.MaxPool2d's own path, same gradient
+    pool(xg).nan_to_num().sum().backward()
+    xr = x.clone().requires_grad_()
+    ref(xr).nan_to_num().sum().backward()
+    assert torch.equal(xg.grad, xr.grad)
+
+
+def test_imagenet_resnets_keep_the_stem_output_channels_last_only_for_an_octave_stage():
+    assert octzoo.create_model("oct_resnet50", alpha=0.25).maxpool.keep_channels_last
+    assert not octzoo.create_model("resnet50").maxpool.keep_channels_last
+    assert isinstance(octzoo.create_model("resnet20").maxpool, torch.nn.Identity)
+
+
 def _conv_alphas(model):
     return [(m.alpha_in, m.alpha_out) for m in model.modules() if isinstance(m, OctConv2d)]
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import OctaveTensor, OctConv2d
+from ..models.resnet import StemMaxPool2d
 
 __all__ = ["naive_forward", "naive_copy"]
 
@@ -49,9 +50,14 @@ def naive_forward(self: OctConv2d, x):
 
 
 def naive_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` whose octave layers all run :func:`naive_forward` (same parameter values)."""
+    """A deep copy of ``model`` whose octave layers all run :func:`naive_forward` (same parameter values).
+
+    The copy works in NCHW throughout, as the ports do: a ResNet stem hands its octave stage NCHW maps.
+    """
     model = copy.deepcopy(model)
     for module in model.modules():
         if isinstance(module, OctConv2d):
             module.forward = types.MethodType(naive_forward, module)
+        elif isinstance(module, StemMaxPool2d):
+            module.keep_channels_last = False
     return model
