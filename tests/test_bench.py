@@ -11,6 +11,8 @@ import csv
 import importlib.util
 import itertools
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -181,7 +183,7 @@ def test_run_rows_and_table():
 
 def test_bench_command_writes_table_csv_json(tmp_path, capsys):
     args = ["bench", "--families", "CIFAR ResNet-56", "--repeats", "1", "--warmup", "0", "--batch-size", "2",
-            "--train-batch-size", "2", "--no-channels-last", "--out", str(tmp_path)]  # fmt: skip
+            "--train-batch-size", "2", "--no-channels-last", "--system-malloc", "--out", str(tmp_path)]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
     table = [line for line in out.splitlines() if line.startswith("|")]
@@ -196,8 +198,45 @@ def test_bench_command_writes_table_csv_json(tmp_path, capsys):
     assert set(data) == {"meta", "rows", "goals"}
     assert data["meta"]["torch"] == torch.__version__ and data["meta"]["threads"] == 1
     assert data["meta"]["options"]["families"] == ["CIFAR ResNet-56"]
+    assert data["meta"]["malloc"] == "system default"  # --system-malloc: this test process's malloc untouched
     assert data["rows"][0]["latency_ms_ratio"] == 1.0
     assert (tmp_path / "bench.png").exists() == (importlib.util.find_spec("matplotlib") is not None)
+
+
+FAULTS_PER_FORWARD = """
+import resource, sys, torch
+import torch.nn.functional as F
+from octzoo.bench.measure import hold_freed_memory
+held = hold_freed_memory() if sys.argv[1] == "hold" else None
+torch.set_num_threads(1)
+x, w = torch.randn(1, 16, 112, 112), torch.randn(16, 16, 3, 3)  # 0.8 MB maps, as in a batch-1 forward
+def forward():
+    y = x
+    for _ in range(4):
+        y = F.relu(F.conv2d(y, w, padding=1))
+    return y.sum()
+with torch.inference_mode():
+    for _ in range(3):
+        forward()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        forward()
+print(held)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and its page-fault counter")
+def test_held_freed_memory_takes_page_faults_out_of_a_repeated_forward():
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", FAULTS_PER_FORWARD, mode], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        held, per_forward = out.stdout.splitlines()[-2:]
+        return held, float(per_forward)
+
+    assert faults("default")[1] > 100  # each forward maps its activations in afresh
+    held, per_forward = faults("hold")
+    assert held.startswith("glibc malloc holding freed memory") and per_forward < 5
 
 
 def test_bfloat16_rows_run_converted_models_and_autocast_training():

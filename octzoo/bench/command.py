@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from . import FAMILIES, Settings, run
+from .measure import hold_freed_memory
 from .report import goal_lines, markdown_table, write_csv, write_json, write_plot
 
 __all__ = ["add_parser", "main"]
@@ -36,7 +37,11 @@ same way. Peak memory: torch's MemTracker around one training step, i.e. the pea
 for the CIFAR families by default, for every family with --train all or --full (slow for the ImageNet nets).
 
 Clock: with --threads 1 the default (auto) is the calling thread's CPU time, which equals the wall time on an
-idle machine but leaves out time the core spends on other processes; --clock wall forces wall time."""
+idle machine but leaves out time the core spends on other processes; --clock wall forces wall time.
+
+Malloc: on Linux, glibc's malloc is set to keep the memory a forward frees (no mmap for large blocks, no heap
+trimming), so that each forward does not page-fault its activations in again, a cost that otherwise varies
+with what ran earlier in the process; --system-malloc leaves malloc as it is."""
 
 EPILOG = """\
 examples:
@@ -74,6 +79,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default="float32",
         help="bfloat16: converted models for inference, autocast for training (default: float32)",
     )
+    p.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="leave glibc's malloc as it is (freed blocks go back to the system: latencies then include page "
+        "faults that depend on what ran before)",
+    )
     p.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR", help="output folder")
     p.set_defaults(func=main, parser=p)
 
@@ -107,6 +118,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.train_batch_size:
         s.train_batch_imagenet = s.train_batch_cifar = args.train_batch_size
     families = [f for f in FAMILIES if args.families is None or f.name in args.families]
+    malloc = None if args.system_malloc else hold_freed_memory()
     start = time.time()
     rows = run(families, s, log=lambda msg: print(f"[{time.time() - start:6.1f}s] {msg}", file=sys.stderr))
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("func", "parser")}
@@ -116,6 +128,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         dtype=args.dtype,
         threads=s.threads,
         clock=args.clock,
+        malloc=malloc or "system default",
         options=options,
         machine=platform.machine(),
         processor=platform.processor() or platform.machine(),
@@ -130,7 +143,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"\n(x): ratio to the plain twin of the same family (training: speed-up). torch {torch.__version__}, "
           f"{where}, {timer}; latency: median of {s.repeats} interleaved rounds after {s.warmup} "
           f"warm-up; training: SGD at batch {s.train_batch_cifar} (CIFAR) / {s.train_batch_imagenet} (ImageNet); "
-          "peak: MemTracker's peak of live tensor memory in one training step.")  # fmt: skip
+          "peak: MemTracker's peak of live tensor memory in one training step"
+          + (f"; {malloc}." if malloc else "."))  # fmt: skip
     for line in goal_lines(rows):
         print("- " + line)
     args.out.mkdir(parents=True, exist_ok=True)
