@@ -7,13 +7,24 @@ upsampling by index arithmetic), never against octzoo's own pool2x / upsample_to
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from octzoo.layers import OctaveTensor, OctConvNormAct, convert_alpha, from_octave, oct_add, oct_apply, to_octave
+from octzoo.layers import (
+    OctaveTensor,
+    OctConv2d,
+    OctConvNormAct,
+    convert_alpha,
+    from_octave,
+    oct_add,
+    oct_apply,
+    set_norm_folding,
+    to_octave,
+)
 
 SIZES = [(1, 1), (2, 3), (5, 7), (8, 8), (9, 6)]
 
@@ -358,3 +369,214 @@ def test_block_state_dict_has_both_norms():
     assert {"norm_h.running_mean", "norm_l.running_mean", "norm_h.weight", "norm_l.weight"} <= keys
     clone = copy.deepcopy(block)
     clone.load_state_dict(block.state_dict())
+
+
+# Inference folds eval-mode batch norms into the convolution's weights (OctConvNormAct.forward).
+
+FOLD_CASES = [  # c_in, c_out, k, stride, groups, alpha_in, alpha_out, size
+    (8, 12, 3, 1, 1, 0.0, 0.0, (7, 5)),
+    (8, 12, 3, 2, 1, 0.0, 0.0, (7, 5)),
+    (3, 16, 3, 1, 1, 0.0, 0.5, (9, 7)),
+    (16, 12, 3, 1, 1, 0.5, 0.5, (9, 7)),
+    (16, 12, 1, 1, 1, 0.5, 0.5, (8, 8)),
+    (16, 12, 3, 2, 1, 0.5, 0.5, (9, 7)),
+    (16, 16, 3, 2, 16, 0.5, 0.5, (9, 7)),
+    (16, 16, 3, 1, 16, 0.5, 0.5, (6, 6)),
+    (16, 8, 1, 1, 1, 0.5, 0.0, (5, 4)),
+    (16, 8, 3, 2, 1, 0.25, 0.0, (5, 4)),
+]
+
+
+def randomise_norms(block: OctConvNormAct) -> None:
+    """Running statistics and affine parameters far from the identity, so a norm left out would show."""
+    with torch.no_grad():
+        for bn in (block.norm_h, block.norm_l):
+            if bn is not None:
+                bn.running_mean.normal_(0, 2)
+                bn.running_var.uniform_(0.1, 4.0)
+                bn.weight.normal_()
+                bn.bias.normal_()
+
+
+def branches(y) -> tuple[Tensor, ...]:
+    return (y,) if isinstance(y, Tensor) else tuple(y)
+
+
+def folded(block: nn.Module) -> bool:
+    return "_folded_weight_cache" in block.conv.__dict__
+
+
+@pytest.mark.parametrize("c_in, c_out, k, stride, groups, alpha_in, alpha_out, size", FOLD_CASES)
+@pytest.mark.parametrize("act_layer", [nn.ReLU, nn.ReLU6, None, nn.SiLU])
+def test_inference_folds_norms_exactly(c_in, c_out, k, stride, groups, alpha_in, alpha_out, size, act_layer):
+    """Eval mode without autograd runs the folded weights; float64 conv -> norm -> act is the reference."""
+    torch.manual_seed(12)
+    block = OctConvNormAct(c_in, c_out, k, stride, groups, alpha_in, alpha_out, act_layer=act_layer).eval()
+    randomise_norms(block)
+    x = make_input(2, c_in, alpha_in, *size)
+    with torch.no_grad():
+        y = block(x)
+    assert folded(block)
+    ref = copy.deepcopy(block).double()
+    x64 = x.double() if isinstance(x, Tensor) else OctaveTensor(x.high.double(), x.low.double())
+    want = ref(x64)  # autograd on: the module path, conv then norm then act
+    assert not folded(ref)
+    assert type(y) is type(want)
+    for got, exp in zip(branches(y), branches(want), strict=True):
+        assert got.dtype == torch.float32 and got.shape == exp.shape
+        torch.testing.assert_close(got.double(), exp, atol=1e-5, rtol=1e-5)
+    if act_layer is not None and act_layer is not nn.SiLU:
+        assert min(t.min() for t in branches(y)) >= 0
+
+
+def test_folding_covers_conv_biases():
+    """A convolution's own bias passes through the norm's scale, for each path into a branch."""
+    torch.manual_seed(13)
+    conv = OctConv2d(16, 12, 3, alpha_in=0.5, alpha_out=0.5, bias=True)
+    norms = (nn.BatchNorm2d(6).eval(), nn.BatchNorm2d(6).eval())
+    block = OctConvNormAct(16, 12, 3, alpha_in=0.5, alpha_out=0.5)
+    block.conv, block.norm_h, block.norm_l = conv, *norms
+    randomise_norms(block)
+    x = make_input(2, 16, 0.5, 7, 7)
+    with torch.no_grad():
+        y = conv.forward_folded(x, norms)
+        c = conv(x)
+        want = (norms[0](c.high), norms[1](c.low))
+    for got, exp in zip(y, want, strict=True):
+        torch.testing.assert_close(got, exp, atol=1e-5, rtol=1e-5)
+
+
+def test_folded_weights_follow_running_stats_and_loads():
+    torch.manual_seed(14)
+    block = OctConvNormAct(16, 12, 3, alpha_in=0.5, alpha_out=0.5)
+    x = make_input(2, 16, 0.5, 6, 6)
+
+    def check():
+        block.eval()
+        with torch.no_grad():
+            y = block(x)
+        assert folded(block)
+        with torch.enable_grad():
+            want = block(x)
+        for got, exp in zip(y, want, strict=True):
+            torch.testing.assert_close(got, exp, atol=1e-5, rtol=1e-5)
+        return y
+
+    before = check()
+    block.train()
+    block(make_input(4, 16, 0.5, 6, 6)).high.sum().backward()  # updates the running statistics in place
+    after = check()
+    assert not torch.allclose(before.high, after.high)
+    other = OctConvNormAct(16, 12, 3, alpha_in=0.5, alpha_out=0.5)
+    randomise_norms(other)
+    block.load_state_dict(other.state_dict())
+    loaded = check()
+    torch.testing.assert_close(loaded.high, other.eval()(x).high, atol=1e-5, rtol=1e-5)
+    block.norm_l.eps = 0.5  # not a tensor, part of the cache key too
+    check()
+
+
+def test_norms_in_train_mode_or_without_running_stats_are_not_folded():
+    torch.manual_seed(15)
+    x = make_input(4, 16, 0.5, 6, 6)
+    block = OctConvNormAct(16, 12, 3, alpha_in=0.5, alpha_out=0.5, act_layer=None).eval()
+    block.norm_l.train()  # batch statistics for the low branch
+    with torch.no_grad():
+        y = block(x)
+    assert not folded(block)
+    torch.testing.assert_close(y.low.mean(dim=(0, 2, 3)), torch.zeros(6), atol=1e-5, rtol=0)
+    for norm_layer in (lambda c: nn.BatchNorm2d(c, track_running_stats=False), lambda c: nn.GroupNorm(2, c)):
+        block = OctConvNormAct(16, 12, 3, alpha_in=0.5, alpha_out=0.5, norm_layer=norm_layer).eval()
+        with torch.no_grad():
+            y = block(x)
+        assert not folded(block)
+        c = block.conv(x)
+        torch.testing.assert_close(y.high, torch.relu(block.norm_h(c.high)), atol=0, rtol=0)
+
+
+def test_hooks_and_replaced_forwards_see_every_module():
+    """Folding skips the norms' calls, so anything observing a module or replacing a forward turns it off."""
+    torch.manual_seed(16)
+    x = make_input(2, 16, 0.5, 6, 6)
+
+    def run(setup):
+        block = OctConvNormAct(16, 12, 3, alpha_in=0.5, alpha_out=0.5).eval()
+        randomise_norms(block)
+        calls = []
+        setup(block, lambda *args: calls.append(1))
+        with torch.no_grad():
+            y = block(x)
+        with torch.enable_grad():
+            want = block(x)
+        tol = 1e-5 if folded(block) else 0  # unfolded, it is the very same computation
+        torch.testing.assert_close(y.high, want.high, atol=tol, rtol=tol)
+        return folded(block), len(calls)
+
+    assert run(lambda block, hook: None) == (True, 0)
+    assert run(lambda block, hook: block.norm_h.register_forward_hook(hook)) == (False, 2)
+    assert run(lambda block, hook: block.norm_l.register_forward_pre_hook(hook)) == (False, 2)
+    assert run(lambda block, hook: block.conv.l2l.register_forward_hook(hook))[0] is False
+    assert run(lambda block, hook: block.act.register_forward_hook(hook)) == (False, 4)
+
+    def replace_forward(block, hook):
+        conv = block.conv
+        conv.forward = lambda inp: (hook(), type(conv).forward(conv, inp))[1]
+
+    assert run(replace_forward) == (False, 2)
+    handle = nn.modules.module.register_module_forward_hook(lambda *args: None)
+    try:
+        assert run(lambda block, hook: None)[0] is False
+    finally:
+        handle.remove()
+
+
+def test_weight_caches_are_derived_state():
+    """Neither cache is pickled or deep-copied, and clear_weight_cache drops both."""
+    block = OctConvNormAct(16, 12, 3, alpha_in=0.5, alpha_out=0.5).eval()
+    x = make_input(1, 16, 0.5, 6, 6)
+    with torch.no_grad():
+        block(x)
+        block.conv(x)
+    assert {"_weight_cache", "_folded_weight_cache"} <= set(block.conv.__dict__)
+    for clone in (copy.deepcopy(block), pickle.loads(pickle.dumps(block))):
+        assert not {"_weight_cache", "_folded_weight_cache"} & set(clone.conv.__dict__)
+    block.conv.clear_weight_cache()
+    assert not {"_weight_cache", "_folded_weight_cache"} & set(block.conv.__dict__)
+
+
+def test_folding_in_bfloat16():
+    """Folded in float32 and rounded once: as close to float64 as the unfolded bfloat16 path."""
+    torch.manual_seed(17)
+    block = OctConvNormAct(16, 12, 3, alpha_in=0.5, alpha_out=0.5).eval()
+    randomise_norms(block)
+    x = make_input(2, 16, 0.5, 7, 7)
+    want = copy.deepcopy(block).double()(OctaveTensor(x.high.double(), x.low.double()))
+    block.bfloat16()
+    xb = OctaveTensor(x.high.bfloat16(), x.low.bfloat16())
+    with torch.no_grad():
+        y = block(xb)
+    assert folded(block) and y.high.dtype == torch.bfloat16
+    unfolded = block(xb)
+    for got, plain, exp in zip(y, unfolded, want, strict=True):
+        err, err_plain = (got.double() - exp).abs().max(), (plain.double() - exp).abs().max()
+        assert err <= 2 * err_plain + 1e-2, (err, err_plain)
+
+
+def test_set_norm_folding_switches_every_block():
+    torch.manual_seed(18)
+    model = nn.Sequential(
+        OctConvNormAct(3, 16, 3, alpha_out=0.5), OctConvNormAct(16, 8, 3, alpha_in=0.5, act_layer=None)
+    ).eval()
+    for block in model:
+        randomise_norms(block)
+    x = torch.randn(2, 3, 7, 7)
+    assert set_norm_folding(model, False) is model
+    with torch.no_grad():
+        y = model(x)
+    assert not any(folded(block) for block in model)
+    step_by_step = model[1].act(model[1].norm_h(model[1].conv(model[0](x))))
+    torch.testing.assert_close(y, step_by_step, atol=0, rtol=0)
+    set_norm_folding(model, True)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), y, atol=1e-5, rtol=1e-5)
+    assert all(folded(block) for block in model)

@@ -60,7 +60,8 @@ def test_tiny_inputs_down_to_one_pixel(name):
 def test_head_reset_and_timm_interface(name):
     model = octzoo.create_model(name, num_classes=0).eval()
     x = torch.randn(2, 3, *small_input(name))
-    feats = model(x)
+    with torch.no_grad():  # like the comparison below: inference folds the norms, which rounds differently
+        feats = model(x)
     assert feats.shape == (2, model.num_features)
     assert isinstance(model.get_classifier(), torch.nn.Identity)
     model.reset_classifier(5)

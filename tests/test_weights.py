@@ -9,6 +9,7 @@ import torchvision
 from safetensors.torch import save_file
 
 import octzoo
+from octzoo.layers import set_norm_folding
 
 PARITY = [
     pytest.param(n, marks=() if n in ("resnet18", "resnet50", "mobilenet_v2") else pytest.mark.slow)
@@ -35,7 +36,10 @@ def test_torchvision_state_dict_gives_torchvision_logits(name, tmp_path):
     model = octzoo.create_model(name, pretrained=str(path)).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), tv(x), rtol=0, atol=0)
+        want = tv(x)
+        # folded batch norms round differently; unfolded, the remapped network is torchvision's, bit for bit
+        torch.testing.assert_close(model(x), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+        torch.testing.assert_close(set_norm_folding(model, False)(x), want, rtol=0, atol=0)
 
 
 def test_octzoo_safetensors_round_trip(tmp_path):

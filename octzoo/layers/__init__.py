@@ -1,6 +1,6 @@
 """Tier 1: the octave operator and the block every family is built from (depends on torch only)."""
 
-from .blocks import OctConvNormAct, OctMap, convert_alpha, from_octave, oct_add, oct_apply, to_octave
+from .blocks import OctConvNormAct, OctMap, convert_alpha, from_octave, oct_add, oct_apply, set_norm_folding, to_octave
 from .octconv import OctaveTensor, OctConv2d, check_alpha, low_size, split_channels
 from .resample import pool2x, upsample_to
 
@@ -16,6 +16,7 @@ __all__ = [
     "oct_add",
     "oct_apply",
     "pool2x",
+    "set_norm_folding",
     "split_channels",
     "to_octave",
     "upsample_to",

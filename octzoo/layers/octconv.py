@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .paths import path_weights, pooled_conv2d
+from .paths import WEIGHT_CACHES, path_weights, pooled_conv2d
 from .resample import CHANNELS_LAST, add_upsampled_, pool2x
 
 __all__ = ["OctaveTensor", "OctConv2d", "split_channels", "check_alpha", "low_size"]
@@ -192,7 +192,19 @@ class OctConv2d(nn.Module):
         x_h, x_l = self._split_input(x)
         if self.plain:
             return self.h2h(x_h)
-        w = path_weights(self)
+        return self._octave_forward(x_h, x_l, path_weights(self))
+
+    def forward_folded(self, x, norms: tuple[nn.Module, nn.Module | None]) -> Tensor | OctaveTensor:
+        """Inference only: this layer followed by the eval-mode batch norms ``norms`` of its (high, low) outputs,
+        run as the layer alone on weights with the norms folded in (cached like the plain weights)."""
+        x_h, x_l = self._split_input(x)
+        w = path_weights(self, norms)
+        if self.plain:
+            weight, bias, groups = w["h2h"]
+            return F.conv2d(x_h, weight, bias, self.stride, self.padding, self.dilation, groups)
+        return self._octave_forward(x_h, x_l, w)
+
+    def _octave_forward(self, x_h: Tensor, x_l: Tensor | None, w) -> Tensor | OctaveTensor:
         # Octave maps live in channels_last: oneDNN's preferred layout, and the one in which pooling and the
         # upsample-add vectorise over channels (no copy when the map already is, as between octave layers).
         x_h = x_h.contiguous(memory_format=CHANNELS_LAST)
@@ -229,9 +241,11 @@ class OctConv2d(nn.Module):
 
     def clear_weight_cache(self) -> None:
         """Drop the weights cached for inference (needed only after in-place writes through ``.data``)."""
-        self.__dict__.pop("_weight_cache", None)
+        for name in WEIGHT_CACHES:
+            self.__dict__.pop(name, None)
 
     def __getstate__(self):
         state = super().__getstate__()
-        state.pop("_weight_cache", None)  # derived from the parameters: never pickled or deep-copied
+        for name in WEIGHT_CACHES:
+            state.pop(name, None)  # derived from the parameters: never pickled or deep-copied
         return state
