@@ -14,6 +14,8 @@ import octzoo
 from octzoo.layers import OctConv2d, OctConvNormAct
 from octzoo.models import model_entry
 
+CL = torch.channels_last
+
 # One plain and one octave model per family (and per ResNet block type) run in the fast suite;
 # the slow marker covers every registered model.
 FAST = [
@@ -119,6 +121,34 @@ def test_imagenet_resnets_keep_the_stem_output_channels_last_only_for_an_octave_
     assert octzoo.create_model("oct_resnet50", alpha=0.25).maxpool.keep_channels_last
     assert not octzoo.create_model("resnet50").maxpool.keep_channels_last
     assert isinstance(octzoo.create_model("resnet20").maxpool, torch.nn.Identity)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_oct_mobilenet_v2_blocks_hand_on_channels_last_maps_with_unchanged_values(train):
+    """Each octave block's projection keeps its plain output channels_last (the layout of the residual sum and
+    of the next octave expansion); forward and backward agree with the weights' layout run in float64."""
+    torch.manual_seed(3)
+    fast = octzoo.create_model("oct_mobilenet_v2", alpha=0.375, num_classes=10, drop_rate=0.0).train(train)
+    ref = copy.deepcopy(fast).double()
+    for m in ref.modules():
+        if isinstance(m, OctConv2d):
+            m.plain_output_format = None  # the default: a plain output in the weights' (NCHW) layout
+    layouts = []
+    for model in (fast, ref):
+        model.features[2].register_forward_hook(lambda m, i, o: layouts.append(o.is_contiguous(memory_format=CL)))
+    x = torch.randn(2, 3, 48, 40)
+    with torch.set_grad_enabled(train):
+        y, want = fast(x), ref(x.double())
+    assert layouts == [True, False]
+    torch.testing.assert_close(y.double(), want, rtol=0, atol=1e-4 * want.abs().max().item())
+    if train:  # batch statistics over two images: float32 rounding is amplified, in either layout
+        y.square().sum().backward()
+        want.square().sum().backward()
+        scale = max(q.grad.abs().max().item() for q in ref.parameters())
+        for (name, p), q in zip(fast.named_parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(p.grad.double(), q.grad, rtol=0, atol=1e-3 * scale, msg=name)
+    plain = octzoo.create_model("mobilenet_v2")
+    assert all(m.plain_output_format is None for m in plain.modules() if isinstance(m, OctConv2d))
 
 
 def _conv_alphas(model):

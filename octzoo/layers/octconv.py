@@ -75,8 +75,12 @@ class OctConv2d(nn.Module):
     fastest in eager PyTorch on the CPU: octave maps in channels_last, the upsampled l2h output added in
     place without being materialised, l2h and l2l as one convolution at stride 1, h2l's pooled input not kept
     for backward, and the prepared weights cached for inference (``clear_weight_cache``). Octave outputs are
-    channels_last; a plain output (``alpha_out == 0``) has the layout of the layer's weights.
+    channels_last; a plain output (``alpha_out == 0``) has the layout of the layer's weights, so that plain
+    layers after it run as in the plain network, unless ``plain_output_format`` names another.
     """
+
+    # Set by a model whose layers after this one work in that layout (see MobileNetV2's inverted residuals).
+    plain_output_format: torch.memory_format | None = None
 
     def __init__(
         self,
@@ -236,6 +240,8 @@ class OctConv2d(nn.Module):
         return F.conv2d(x, weight, bias, 1, self.padding, self.dilation, groups)
 
     def _plain_layout(self) -> torch.memory_format:
+        if self.plain_output_format is not None:
+            return self.plain_output_format
         w = self.h2h.weight  # (C_out, C_in, k, k); channels_last strides put C_in innermost
         return CHANNELS_LAST if w.stride(1) == 1 and w.stride(-1) != 1 else torch.contiguous_format
 
