@@ -116,7 +116,7 @@ class InvertedResidual(nn.Module):
         project = OctConvNormAct(hidden, out_ch, 1, alpha_in=alpha, act_layer=None)
         if alpha > 0:
             # The residual sum and the next block's octave expansion work in channels_last, the octave maps'
-            # layout: a plain output there saves a copy out of it and one back per block (6 % of a batch-1
+            # layout: a plain output there saves a copy out of it and one back per block (5-7 % of a batch-1
             # forward of Oct-MobileNetV2 1.0 on the CPU). The plain blocks after the last octave one ran as fast
             # in either layout.
             project.conv.plain_output_format = torch.channels_last
