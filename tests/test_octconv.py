@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from octzoo.layers import OctaveTensor, OctConv2d, split_channels
+from octzoo.layers.resample import pool2x_backward
 
 ATOL = 1e-10
 
@@ -336,17 +337,34 @@ def test_matches_reference_random_groups(
     check_against_reference(c_in, c_out, alpha_in, alpha_out, groups, stride, 3, (h, w), bias, n=2)
 
 
-def test_gradcheck_odd_size_stride2():
+@pytest.mark.parametrize("stride, size", [(2, (5, 3)), (1, (6, 4)), (2, (4, 8))])
+def test_gradcheck(stride, size):
     torch.manual_seed(3)
-    layer = OctConv2d(4, 4, 3, stride=2, bias=True, alpha_in=0.5, alpha_out=0.5).double()
-    x_h = torch.randn(1, 2, 5, 3, dtype=torch.float64, requires_grad=True)
-    x_l = torch.randn(1, 2, 3, 2, dtype=torch.float64, requires_grad=True)
+    layer = OctConv2d(4, 4, 3, stride=stride, bias=True, alpha_in=0.5, alpha_out=0.5).double()
+    x_h = torch.randn(1, 2, *size, dtype=torch.float64, requires_grad=True)
+    x_l = torch.randn(1, 2, ref_low_side(size[0]), ref_low_side(size[1]), dtype=torch.float64, requires_grad=True)
 
     def fn(a, b):
         y = layer((a, b))
         return y.high, y.low
 
     assert torch.autograd.gradcheck(fn, (x_h, x_l))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("c", [3, 8, 64])
+@pytest.mark.parametrize("size", [(8, 6), (2, 2), (5, 7), (4, 3)])
+def test_pool2x_backward_is_the_gradient_of_the_reference_pool(layout, c, size):
+    """h2l's backward routes its input gradient through pool2x_backward (even sizes: an upsample of grad / 4)."""
+    torch.manual_seed(7)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(2, c, *size, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    pooled = ref_pool(x)
+    grad = torch.randn_like(pooled).contiguous(memory_format=fmt)
+    pooled.backward(grad)
+    got = pool2x_backward(grad, x.detach())
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, x.grad, atol=ATOL, rtol=0)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ def to_octave(x: Tensor, alpha: float) -> OctMap:
     c_h, c_l = split_channels(x.shape[1], alpha)
     if c_l == 0:
         return x
-    return OctaveTensor(x[:, :c_h], pool2x(x[:, c_h:]))
+    x_h, x_l = x.split((c_h, c_l), dim=1)  # under autograd one cat, where two slices would each zero-fill
+    return OctaveTensor(x_h, pool2x(x_l))
 
 
 def from_octave(x: OctMap) -> Tensor:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .resample import CHANNELS_LAST, pool2x
+from .resample import CHANNELS_LAST, pool2x, pool2x_backward
 
 __all__ = ["path_weights", "pooled_conv2d", "WEIGHT_CACHES"]
 
@@ -158,7 +158,7 @@ class _PooledConv(torch.autograd.Function):
         grad_x = None
         if need_x:
             grad_p = grad_p.to(x.dtype)
-            grad_x = torch.ops.aten.avg_pool2d_backward(grad_p, x, [2, 2], [2, 2], [0, 0], True, True, None)
+            grad_x = pool2x_backward(grad_p, x)
         grad_w = None if grad_w is None else grad_w.to(weight.dtype)
         return grad_x, grad_w, None if grad_b is None else grad_b.to(weight.dtype), None, None, None
 
