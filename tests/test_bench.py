@@ -204,10 +204,12 @@ def test_bench_command_writes_table_csv_json(tmp_path, capsys):
 
 
 FAULTS_PER_FORWARD = """
-import resource, sys, torch
+import ctypes, resource, sys, torch
 import torch.nn.functional as F
 from octzoo.bench.measure import hold_freed_memory
 held = hold_freed_memory() if sys.argv[1] == "hold" else None
+if sys.argv[1] == "mmap":  # glibc's default, minus its adaptive threshold: blocks of 128 KiB and up are mmapped
+    assert ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024) == 1  # M_MMAP_THRESHOLD
 torch.set_num_threads(1)
 x, w = torch.randn(1, 16, 112, 112), torch.randn(16, 16, 3, 3)  # 0.8 MB maps, as in a batch-1 forward
 def forward():
@@ -234,9 +236,15 @@ def test_held_freed_memory_takes_page_faults_out_of_a_repeated_forward():
         held, per_forward = out.stdout.splitlines()[-2:]
         return held, float(per_forward)
 
-    assert faults("default")[1] > 100  # each forward maps its activations in afresh
+    # By default glibc raises its mmap threshold to the size of a freed mmapped block, and whether the repeated
+    # forwards page-fault then varies: in about one fresh process in six here none did. The control pins the
+    # threshold, so that each forward maps its activations in afresh.
+    control = faults("mmap")[1]
+    assert control > 100
     held, per_forward = faults("hold")
-    assert held.startswith("glibc malloc holding freed memory") and per_forward < 5
+    # Held: none, or a one-off heap growth inside the measured forwards (about 1 process in 20 here, 2 faults
+    # per 100 of the control's).
+    assert held.startswith("glibc malloc holding freed memory") and per_forward < control / 50
 
 
 def test_bfloat16_rows_run_converted_models_and_autocast_training():
