@@ -44,20 +44,13 @@ def pool2x_backward(grad: Tensor, x: Tensor) -> Tensor:
     channels_last at CIFAR and ImageNet training shapes (as fast on 8 x 8 maps), 1.5-2.7x in NCHW. Odd sizes
     (partial windows) use it.
     """
-    n, c, h, w = x.shape
-    if h % 2 or w % 2:
+    if x.shape[-2] % 2 or x.shape[-1] % 2:
         return torch.ops.aten.avg_pool2d_backward(grad, x, [2, 2], [2, 2], [0, 0], True, True, None)
-    quarter = grad * 0.25  # (N, C, H/2, W/2)
-    if is_channels_last(grad):
-        low = quarter.permute(0, 2, 3, 1)  # (N, H/2, W/2, C)
-        out = grad.new_empty((n, h, w, c))
-        if c >= 64:  # (N, H/2, 2, W/2, 2, C) view; the low map broadcasts over both 2s
-            out.view(n, h // 2, 2, w // 2, 2, c).copy_(low[:, :, None, :, None, :])
-        else:  # runs of C are too short to vectorise: double the columns once, copy whole rows
-            out.view(n, h // 2, 2, w // 2, 2 * c).copy_(torch.cat([low, low], dim=-1)[:, :, None])
-        return out.permute(0, 3, 1, 2)
-    cols = quarter[..., None].expand(n, c, h // 2, w // 2, 2).reshape(n, c, h // 2, 1, w)
-    return cols.expand(n, c, h // 2, 2, w).reshape(n, c, h, w)
+    layout = CHANNELS_LAST if is_channels_last(grad) else torch.contiguous_format
+    out = torch.empty(x.shape, dtype=grad.dtype, device=grad.device, memory_format=layout)
+    target, low = _upsampling_views(out, grad * 0.25)
+    target.copy_(low)
+    return out
 
 
 def sum_pool2x(x: Tensor) -> Tensor:
@@ -75,20 +68,27 @@ def upsample_to(x: Tensor, size: tuple[int, int]) -> Tensor:
     return up[..., : size[0], : size[1]]
 
 
+def _upsampling_views(y: Tensor, low: Tensor) -> tuple[Tensor, Tensor]:
+    """A view of ``y`` (N, C, H, W; even sizes, channels_last or contiguous) and ``low`` (N, C, H/2, W/2) shaped
+    to broadcast over it as its nearest 2x upsample, for an in-place op that never materialises the upsample."""
+    n, c, h, w = y.shape
+    if is_channels_last(y):
+        low = low.permute(0, 2, 3, 1)  # (N, H/2, W/2, C)
+        if c >= 64:  # (N, H/2, 2, W/2, 2, C) view of the NHWC map; the low map broadcasts over both 2s
+            return y.permute(0, 2, 3, 1).view(n, h // 2, 2, w // 2, 2, c), low[:, :, None, :, None, :]
+        # few channels: runs of C are too short to vectorise; double the columns once, write whole rows
+        return y.permute(0, 2, 3, 1).view(n, h // 2, 2, w // 2, 2 * c), torch.cat([low, low], dim=-1)[:, :, None]
+    # NCHW: double the low map's columns once, (N, C, H/2, 1, W), then broadcast it over each row pair.
+    cols = low[..., None].expand(n, c, h // 2, w // 2, 2).reshape(n, c, h // 2, 1, w)
+    return y.view(n, c, h // 2, 2, w), cols
+
+
 def _add_upsampled_kernel(y_h: Tensor, y_lh: Tensor) -> Tensor:
-    n, c, h, w = y_h.shape
+    h, w = y_h.shape[-2:]
     if h % 2 or w % 2 or not (is_channels_last(y_h) or y_h.is_contiguous()):
         return y_h.add_(upsample_to(y_lh, (h, w)))  # odd sizes (or odd strides): crop a materialised upsample
-    if is_channels_last(y_h):
-        low = y_lh.permute(0, 2, 3, 1)  # (N, H/2, W/2, C)
-        if c >= 64:  # (N, H/2, 2, W/2, 2, C) view of the NHWC map; the low map broadcasts over both 2s
-            y_h.permute(0, 2, 3, 1).view(n, h // 2, 2, w // 2, 2, c).add_(low[:, :, None, :, None, :])
-        else:  # few channels: runs of C are too short to vectorise; double the columns once, add whole rows
-            y_h.permute(0, 2, 3, 1).view(n, h // 2, 2, w // 2, 2 * c).add_(torch.cat([low, low], dim=-1)[:, :, None])
-    else:
-        # NCHW: double the low map's columns once, (N, C, H/2, 1, W), then broadcast it over each row pair.
-        cols = y_lh[..., None].expand(n, c, h // 2, w // 2, 2).reshape(n, c, h // 2, 1, w)
-        y_h.view(n, c, h // 2, 2, w).add_(cols)
+    target, low = _upsampling_views(y_h, y_lh)
+    target.add_(low)
     return y_h
 
 
