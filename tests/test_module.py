@@ -1,7 +1,7 @@
 """ImageClassifier: optimisation recipes, schedules, mixing, precision and checkpoints, on tiny random data."""
 
+import logging
 import math
-import warnings
 
 import lightning as L
 import pytest
@@ -12,8 +12,10 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 
 import octzoo
+import octzoo.training.bf16
 import octzoo.training.module
 from octzoo.training import ImageClassifier
+from octzoo.training.bf16 import EMULATED_OPS, BF16Emulation
 
 
 class TinyData(L.LightningDataModule):
@@ -122,26 +124,44 @@ def test_bf16_mixed_and_channels_last(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("precision", "fast_bf16", "warned"),
+    ("precision", "fast_bf16", "emulated"),
     [("bf16-mixed", False, True), ("bf16-mixed", True, False), ("32-true", False, False)],
 )
-def test_bf16_on_a_cpu_without_native_bf16_warns_with_the_fix(tmp_path, monkeypatch, precision, fast_bf16, warned):
+def test_bf16_on_a_cpu_without_native_bf16_runs_its_convolutions_through_float32(
+    tmp_path, monkeypatch, caplog, precision, fast_bf16, emulated
+):
     monkeypatch.setattr(octzoo.training.module, "cpu_has_fast_bf16", lambda: fast_bf16)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        quiet_trainer(tmp_path, precision=precision).validate(ImageClassifier("resnet20"), TinyData())
-    messages = [str(w.message) for w in caught if "without AVX-512" in str(w.message)]
-    assert len(messages) == int(warned)
-    if warned:
-        assert "--trainer.precision 32-true" in messages[0] and "bf16-mixed" in messages[0]
+    seen = []  # the ops the emulation computed in float32
+    dispatch = BF16Emulation.__torch_dispatch__
+
+    def spy(self, func, types, args=(), kwargs=None):
+        if func in EMULATED_OPS and all(a.dtype == torch.bfloat16 for a in args if isinstance(a, torch.Tensor)):
+            seen.append(func)
+        return dispatch(self, func, types, args, kwargs)
+
+    monkeypatch.setattr(BF16Emulation, "__torch_dispatch__", spy)
+    # alpha .5: h2l's pooled convolution has its own backward, which calls aten's convolution_backward itself
+    model = ImageClassifier("oct_resnet20", model_kwargs={"alpha": 0.5}, channels_last=True)
+    with caplog.at_level(logging.INFO):
+        quiet_trainer(tmp_path, epochs=1, precision=precision).fit(model, TinyData())
+    assert torch.isfinite(torch.stack([p.sum() for p in model.parameters()])).all()
+    aten = torch.ops.aten
+    if emulated:
+        assert {aten.convolution.default, aten.convolution_backward.default, aten.addmm.default} <= set(seen)
+        # every convolution of a step: forward and backward, 22 layers' worth (oct layers run 2-3 each)
+        assert seen.count(aten.convolution_backward.default) >= 22
+        assert "without native bfloat16 convolutions" in caplog.text
+    else:
+        assert seen == []
+        assert "without native bfloat16 convolutions" not in caplog.text
 
 
 def test_cpu_bf16_probe_matches_the_cpu_flags():
     # oneDNN's bfloat16 path needs AVX-512 (avx512bw/vl/dq); an AVX2-only CPU reports False.
     if torch.backends.cpu.get_cpu_capability() == "AVX2":
-        assert not octzoo.training.module.cpu_has_fast_bf16()
+        assert not octzoo.training.bf16.cpu_has_fast_bf16()
     elif torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
-        assert octzoo.training.module.cpu_has_fast_bf16()
+        assert octzoo.training.bf16.cpu_has_fast_bf16()
 
 
 def test_metrics_are_logged_per_stage(tmp_path):

@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model
 from ..profile import profile
+from .bf16 import BF16Emulation, cpu_has_fast_bf16
 
-__all__ = ["ImageClassifier", "cpu_has_fast_bf16"]
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU runs oneDNN's bfloat16 convolutions natively (AVX-512 or newer).
-
-    Without AVX-512 (an AVX2-only CPU), bfloat16 convolutions fall back to slow reference kernels: CIFAR
-    (Oct-)ResNet-20 trained 10-18x slower under bf16 autocast than in float32 on an AVX2 EPYC
-    (``octzoo bench --families "CIFAR ResNet-20" --dtype bfloat16`` against the float32 run).
-    """
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN: assume the fast path, warn about nothing
-        return True
+__all__ = ["ImageClassifier"]
 
 
 class ImageClassifier(L.LightningModule):
@@ -44,6 +33,8 @@ class ImageClassifier(L.LightningModule):
     ``no_decay_norm_bias`` skips weight decay on norm and bias parameters; ``label_smoothing``; batch-level
     ``mixup_alpha`` / ``cutmix_alpha`` (one of the two per batch, chosen at random when both are set).
     """
+
+    _emulate_bf16 = False  # set by setup() for bf16 precision on a CPU without native bf16 convolutions
 
     def __init__(
         self,
@@ -86,7 +77,16 @@ class ImageClassifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        with self._precision_context():
+            return self.model(x)
+
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        with self._precision_context():
+            super().backward(loss, *args, **kwargs)
+
+    def _precision_context(self) -> contextlib.AbstractContextManager:
+        """bf16 training on a CPU without bf16 kernels runs its convolutions through float32 ones (setup decides)."""
+        return BF16Emulation() if self._emulate_bf16 else contextlib.nullcontext()
 
     def model_profile(self, input_size: tuple[int, int, int] | None = None) -> dict[str, Any]:
         """Params, multiply-adds and alpha of the network (run metadata for loggers and summaries)."""
@@ -102,12 +102,14 @@ class ImageClassifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         precision = str(self.trainer.precision)
-        if precision.startswith("bf16") and self.trainer.strategy.root_device.type == "cpu" and not cpu_has_fast_bf16():
-            rank_zero_warn(
-                f"precision={precision!r} on a CPU without AVX-512 ({torch.backends.cpu.get_cpu_capability()}): "
-                "its bfloat16 convolutions run on slow reference kernels, 10-18x slower than float32 "
-                "(CIFAR ResNet training). "
-                "Pass --trainer.precision 32-true (or precision='32-true') unless the run must match a bf16 recipe."
+        on_cpu = self.trainer.strategy.root_device.type == "cpu"
+        self._emulate_bf16 = precision.startswith("bf16") and on_cpu and not cpu_has_fast_bf16()
+        if self._emulate_bf16:
+            rank_zero_info(
+                f"precision={precision!r} on a CPU without native bfloat16 convolutions "
+                f"({torch.backends.cpu.get_cpu_capability()}): convolutions and matrix products run as float32 "
+                "kernels on the bfloat16 operands, rounded back to bfloat16 (octzoo.training.bf16), the arithmetic "
+                "of the native kernels at about float32 speed instead of oneDNN's 10-18x slower reference kernels."
             )
 
     def on_fit_start(self) -> None:
