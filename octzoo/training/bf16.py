@@ -1,15 +1,16 @@
 """bfloat16 mixed precision on CPUs without native bfloat16 convolutions.
 
 Under ``torch.autocast(dtype=torch.bfloat16)`` the convolutions and matrix products run on bfloat16 operands:
-oneDNN multiplies them exactly, accumulates in float32 and rounds the result to bfloat16. CPUs with AVX-512 (or
-AMX) have kernels for that; an AVX2-only CPU falls back to reference kernels, and CIFAR (Oct-)ResNet-20 then
-trains 10-18x slower than in float32.
+the products are exact, the sums float32, and the result is rounded to bfloat16. CPUs with AVX-512 (or AMX) have
+oneDNN kernels for that; an AVX2-only CPU falls back to reference kernels, on which CIFAR (Oct-)ResNet-20 trains
+10-18x slower than in float32 (their backward is also less exact: on an AMD EPYC, 59 % of a 3x3 convolution's
+input gradient differed from the correctly rounded value, by up to 2 units in the last place).
 
 :class:`BF16Emulation` computes the same operations with float32 kernels instead: the bfloat16 operands are
 widened to float32 (exactly), convolved or multiplied with float32 accumulation, and the result is rounded to
 bfloat16. The numbers are those of the native kernels up to the order of the float32 summation, the same
-freedom two CPUs with native bfloat16 kernels have; everything outside these operations (norms, activations,
-pooling, the loss) still runs in bfloat16 under autocast as before.
+freedom two CPUs with native bfloat16 kernels have. Every other operation (norms, activations, pooling, the loss)
+runs in the dtype autocast gives it, as before.
 """
 
 from __future__ import annotations
