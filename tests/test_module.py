@@ -15,7 +15,6 @@ import octzoo
 import octzoo.training.bf16
 import octzoo.training.module
 from octzoo.training import ImageClassifier
-from octzoo.training.bf16 import EMULATED_OPS, BF16Emulation
 
 
 class TinyData(L.LightningDataModule):
@@ -132,14 +131,14 @@ def test_bf16_on_a_cpu_without_native_bf16_runs_its_convolutions_through_float32
 ):
     monkeypatch.setattr(octzoo.training.module, "cpu_has_fast_bf16", lambda: fast_bf16)
     seen = []  # the ops the emulation computed in float32
-    dispatch = BF16Emulation.__torch_dispatch__
+    emulates = octzoo.training.bf16.emulates
 
-    def spy(self, func, types, args=(), kwargs=None):
-        if func in EMULATED_OPS and all(a.dtype == torch.bfloat16 for a in args if isinstance(a, torch.Tensor)):
+    def spy(func, args):
+        if emulated := emulates(func, args):
             seen.append(func)
-        return dispatch(self, func, types, args, kwargs)
+        return emulated
 
-    monkeypatch.setattr(BF16Emulation, "__torch_dispatch__", spy)
+    monkeypatch.setattr(octzoo.training.bf16, "emulates", spy)
     # alpha .5: h2l's pooled convolution has its own backward, which calls aten's convolution_backward itself
     model = ImageClassifier("oct_resnet20", model_kwargs={"alpha": 0.5}, channels_last=True)
     with caplog.at_level(logging.INFO):

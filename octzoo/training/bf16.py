@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["BF16Emulation", "cpu_has_fast_bf16"]
+__all__ = ["BF16Emulation", "cpu_has_fast_bf16", "emulates"]
 
 _aten = torch.ops.aten
 # What autocast sends to bfloat16 in a convolutional network, forward and backward (Linear lowers to addmm/mm).
@@ -63,14 +63,21 @@ class BF16Emulation(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in EMULATED_OPS:
-            tensors = [a for a in args if isinstance(a, torch.Tensor)]
-            if tensors and all(t.dtype == torch.bfloat16 and t.device.type == "cpu" for t in tensors):
-                out = func(*(_widen(a) for a in args), **kwargs)
-                if isinstance(out, tuple):  # convolution_backward: (grad_input, grad_weight, grad_bias)
-                    return tuple(o if o is None else o.to(torch.bfloat16) for o in out)
-                return out.to(torch.bfloat16)
-        return func(*args, **kwargs)
+        if not emulates(func, args):
+            return func(*args, **kwargs)
+        out = func(*(_widen(a) for a in args), **kwargs)
+        if isinstance(out, tuple):  # convolution_backward: (grad_input, grad_weight, grad_bias)
+            return tuple(o if o is None else o.to(torch.bfloat16) for o in out)
+        return out.to(torch.bfloat16)
+
+
+def emulates(func, args) -> bool:
+    """Whether :class:`BF16Emulation` runs ``func(*args)`` through float32: one of ``EMULATED_OPS`` with every tensor
+    argument bfloat16 on the CPU."""
+    if func not in EMULATED_OPS:
+        return False
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    return bool(tensors) and all(t.dtype == torch.bfloat16 and t.device.type == "cpu" for t in tensors)
 
 
 def _widen(a):
