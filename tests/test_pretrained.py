@@ -86,6 +86,22 @@ def test_tags_select_weights_and_their_alpha(registry):
     assert fresh.alpha == 0.5 and not torch.equal(fresh.fc.weight, by_name.fc.weight)
 
 
+def test_the_first_listed_weight_at_the_default_alpha_is_the_default(registry):
+    """Two weights at the default alpha: pretrained=True loads the one listed first in the file, whatever the
+    names' sort order (timm's first-tag rule)."""
+    package = _pretrained.WEIGHTS_DIR
+    longer, entry = _publish(package, "oct_resnet20.a250_b", 0.25)
+    data = json.loads(_pretrained.REGISTRY_FILE.read_text())
+    for first in (True, False):
+        weights = [w for w in data["weights"] if w["name"] != entry["name"]]
+        weights.insert(0 if first else len(weights), entry)
+        _pretrained.REGISTRY_FILE.write_text(json.dumps({"schema": 1, "weights": weights}))
+        _pretrained._registry.cache_clear()
+        default = octzoo.create_model("oct_resnet20", pretrained=True)
+        assert default.pretrained_cfg["tag"] == ("a250_b" if first else "a250_t")
+        _same(default, longer if first else registry["oct_resnet20.a250_t"], X)
+
+
 @pytest.mark.parametrize(
     "call, match",
     [

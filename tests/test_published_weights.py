@@ -36,8 +36,18 @@ def test_entry_matches_its_model_config_and_file(name):
     for config in w.training["config"]:
         assert (REPO_ROOT / config).is_file(), f"{name}: training config {config} is not in the repository"
     assert w.training["command"].startswith("octzoo fit")
-    if w.alpha == (model_entry(w.architecture).default_alpha or 0.0):
-        assert octzoo.create_model(w.architecture, pretrained=True).pretrained_cfg["tag"] == w.tag
+
+
+@pytest.mark.parametrize("arch", sorted({_pretrained.pretrained_weight(n).architecture for n in WEIGHTS}))
+def test_pretrained_true_is_the_best_weight_at_the_default_alpha(arch):
+    alpha = model_entry(arch).default_alpha or 0.0
+    same = [w for w in map(_pretrained.pretrained_weight, WEIGHTS) if w.architecture == arch and w.alpha == alpha]
+    if not same:
+        pytest.skip(f"{arch} has no published weight at its default alpha {alpha}")
+    best = max(same, key=lambda w: w.metrics["top1"])
+    assert octzoo.create_model(arch, pretrained=True).pretrained_cfg["tag"] == best.tag, (
+        f"list {best.name} first among {arch}'s weights at alpha {alpha} in octzoo/weights/registry.json"
+    )
 
 
 @pytest.mark.parametrize("name", WEIGHTS)

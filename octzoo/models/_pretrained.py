@@ -213,13 +213,13 @@ def pretrained_weight(name: str) -> PretrainedWeight:
 
 
 def default_weight(arch: str, default_alpha: float | None) -> PretrainedWeight | None:
-    """What ``pretrained=True`` loads: the architecture's weight at its default alpha (plain models: alpha 0)."""
+    """What ``pretrained=True`` loads: the architecture's weight at its default alpha (plain models: alpha 0).
+
+    Where several weights share that alpha, the one listed first in the registry file is the default (timm's
+    rule: an architecture's first tag); the package's registry lists its best weight first.
+    """
     alpha = 0.0 if default_alpha is None else default_alpha
-    for name in list_pretrained(f"{arch}.*"):
-        w = _registry()[name]
-        if w.alpha == alpha:
-            return w
-    return None
+    return next((w for w in _registry().values() if w.architecture == arch and w.alpha == alpha), None)
 
 
 def sha256_of(path: Path) -> str:
