@@ -61,9 +61,23 @@ def test_naive_reference_computes_the_same_function(c_in, c_out, alpha_in, alpha
                                                      channels_last):  # fmt: skip
     torch.manual_seed(0)
     layer = OctConv2d(c_in, c_out, k, stride, bias=bias, groups=groups, alpha_in=alpha_in, alpha_out=alpha_out)
-    layer = layer.double()
+    _check_against_naive(layer.double(), _inputs(layer, 2, *size, channels_last))
+
+
+@pytest.mark.parametrize("c_in, c_out, alpha_in, alpha_out", [(8, 8, 0.5, 0.5), (8, 16, 0.0, 0.5), (16, 8, 0.5, 0.0)])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_naive_reference_computes_the_same_function_on_training_sized_maps(c_in, c_out, alpha_in, alpha_out, stride,
+                                                                           channels_last):  # fmt: skip
+    """Maps of 4-8 channels and 16384+ values per branch, as in CIFAR training at alpha .5: pooling and its
+    gradient run on the few-channels kernel there (resample.VECTOR_LANES)."""
+    torch.manual_seed(0)
+    layer = OctConv2d(c_in, c_out, 3, stride, alpha_in=alpha_in, alpha_out=alpha_out)
+    _check_against_naive(layer.double(), _inputs(layer, 8, 64, 64, channels_last))
+
+
+def _check_against_naive(layer: OctConv2d, inputs):
     naive = naive_copy(layer)
-    inputs = _inputs(layer, 2, *size, channels_last)
     x = inputs[0] if len(inputs) == 1 else OctaveTensor(*inputs)
     got, want = _outputs(layer(x)), _outputs(naive(x))
     for g, w in zip(got, want, strict=True):

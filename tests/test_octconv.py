@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from octzoo.layers import OctaveTensor, OctConv2d, split_channels
-from octzoo.layers.resample import pool2x_backward
+from octzoo.layers.resample import pool2x, pool2x_backward, sum_pool2x
 
 ATOL = 1e-10
 
@@ -365,6 +365,32 @@ def test_pool2x_backward_is_the_gradient_of_the_reference_pool(layout, c, size):
     got = pool2x_backward(grad, x.detach())
     assert got.shape == x.shape
     torch.testing.assert_close(got, x.grad, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("c", [3, 8, 15, 16, 64])  # either side of VECTOR_LANES on AVX2 (8) and AVX-512 (16)
+@pytest.mark.parametrize("size", [(8, 6), (2, 2), (5, 7), (4, 3)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("batch", [2, 1400])  # the few-channels kernel takes maps of 16384 values and more
+def test_pool2x_and_sum_pool2x_match_the_reference_pool(layout, c, size, dtype, batch):
+    """Every kernel pool2x and sum_pool2x choose (avg_pool2d, strided sums, the few-channels row-pair sums) gives
+    the reference pool, keeps the input's layout and does not modify the input."""
+    torch.manual_seed(3)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(batch, c, *size, dtype=dtype).contiguous(memory_format=fmt)
+    before = x.clone()
+    want = ref_pool(x.double())
+    h, w = size
+    count = F.pad(torch.ones(h, w, dtype=torch.float64), (0, w % 2, 0, h % 2))  # pixels under each window
+    count = count.reshape(-1, 2, count.shape[1] // 2, 2).sum(dim=(1, 3))
+    tol = ATOL if dtype == torch.float64 else 1e-6
+    with torch.no_grad():
+        for got, ref in ((pool2x(x), want), (sum_pool2x(x), want * count)):
+            assert got.dtype == dtype and got.shape == want.shape
+            if layout == "channels_last" and c > 1:
+                assert got.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(got.double(), ref, atol=tol, rtol=tol)
+    assert torch.equal(x, before)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@
 
 Both are fastest on channels_last maps, where the innermost dimension is the channels: avg_pool2d's
 channels_last kernel is about 7x faster than its NCHW one, and the broadcast add is as fast as a plain
-add (in NCHW the innermost dimension of the view has size 2, which does not vectorise).
+add (in NCHW the innermost dimension of the view has size 2, which does not vectorise). With fewer channels
+than one vector register holds, neither vectorises over the channels, and both work on whole rows instead.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ __all__ = ["pool2x", "pool2x_backward", "sum_pool2x", "upsample_to", "add_upsamp
 
 CHANNELS_LAST = torch.channels_last
 
+# float32 values in one vector register: channels_last kernels vectorise over the channels, and below this many
+# they waste most of each register (avg_pool2d at 8 channels is as slow as at 16 on an AVX-512 CPU)
+VECTOR_LANES = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+
 
 def is_channels_last(x: Tensor) -> bool:
     """True for a 4-D map laid out as NHWC (and not also plain NCHW, as maps with C = 1 or H = W = 1 are)."""
@@ -29,11 +34,36 @@ def is_channels_last(x: Tensor) -> bool:
 def pool2x(x: Tensor) -> Tensor:
     """2x2 average pool at stride 2; a partial window at an odd border averages the pixels it covers."""
     h, w = x.shape[-2:]
-    if h % 2 or w % 2 or is_channels_last(x) or (torch.is_grad_enabled() and x.requires_grad):
+    if h % 2 or w % 2 or (torch.is_grad_enabled() and x.requires_grad):
         return F.avg_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
+    if is_channels_last(x):
+        if _few_channels(x):
+            return _sum_pool2x_few_channels(x).mul_(0.25)
+        return F.avg_pool2d(x, kernel_size=2, stride=2)
     # NCHW at even sizes, no autograd: two strided sums beat avg_pool2d's NCHW kernel by about 3x.
     rows = x[..., ::2, :] + x[..., 1::2, :]  # (N, C, H/2, W)
     return (rows[..., ::2] + rows[..., 1::2]).mul_(0.25)
+
+
+def _few_channels(x: Tensor) -> bool:
+    """Whether a channels_last map on the CPU has too few channels for avg_pool2d's kernel to vectorise (float32
+    and float64 only: in 16-bit types the two-step sum would round twice where avg_pool2d rounds once)."""
+    return (
+        x.shape[1] < VECTOR_LANES
+        and x.numel() >= 16384  # below, its three operator calls cost more than avg_pool2d's one pass
+        and x.dtype in (torch.float32, torch.float64)
+        and x.device.type == "cpu"
+    )
+
+
+def _sum_pool2x_few_channels(x: Tensor) -> Tensor:
+    """2x2 sum pool of a channels_last map with even sides and few channels, as two adds: row pairs (whole rows
+    of W * C values, which vectorise), then column pairs (runs of C). 2-3.5x faster than avg_pool2d at 4-8
+    channels (128 x 8 x 32 x 32: 394 against 736 us on one AVX-512 core); slower from 16 on."""
+    n, c, h, w = x.shape
+    v = x.permute(0, 2, 3, 1)  # (N, H, W, C), contiguous
+    rows = (v[:, 0::2] + v[:, 1::2]).view(n, h // 2, w // 2, 2 * c)  # (N, H/2, W/2, 2C): a pixel pair per run
+    return (rows[..., :c] + rows[..., c:]).permute(0, 3, 1, 2)  # (N, C, H/2, W/2), channels_last
 
 
 def pool2x_backward(grad: Tensor, x: Tensor) -> Tensor:
@@ -56,8 +86,12 @@ def pool2x_backward(grad: Tensor, x: Tensor) -> Tensor:
 def sum_pool2x(x: Tensor) -> Tensor:
     """2x2 sum pool at stride 2 (ceil mode: a partial window sums the pixels it covers)."""
     h, w = x.shape[-2:]
-    if h % 2 or w % 2 or is_channels_last(x):
+    if h % 2 or w % 2:
         return F.avg_pool2d(x, kernel_size=2, stride=2, ceil_mode=True, divisor_override=1)
+    if is_channels_last(x):
+        if _few_channels(x):
+            return _sum_pool2x_few_channels(x)
+        return F.avg_pool2d(x, kernel_size=2, stride=2, divisor_override=1)
     rows = x[..., ::2, :] + x[..., 1::2, :]
     return rows[..., ::2] + rows[..., 1::2]
 
