@@ -36,13 +36,9 @@ def pool2x(x: Tensor) -> Tensor:
     h, w = x.shape[-2:]
     if h % 2 or w % 2 or (torch.is_grad_enabled() and x.requires_grad):
         return F.avg_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
-    if is_channels_last(x):
-        if _few_channels(x):
-            return _sum_pool2x_few_channels(x).mul_(0.25)
+    if is_channels_last(x) and not _few_channels(x):
         return F.avg_pool2d(x, kernel_size=2, stride=2)
-    # NCHW at even sizes, no autograd: two strided sums beat avg_pool2d's NCHW kernel by about 3x.
-    rows = x[..., ::2, :] + x[..., 1::2, :]  # (N, C, H/2, W)
-    return (rows[..., ::2] + rows[..., 1::2]).mul_(0.25)
+    return sum_pool2x(x).mul_(0.25)  # even sizes, no autograd: NCHW or few channels, where two sums are faster
 
 
 def _few_channels(x: Tensor) -> bool:
@@ -92,7 +88,8 @@ def sum_pool2x(x: Tensor) -> Tensor:
         if _few_channels(x):
             return _sum_pool2x_few_channels(x)
         return F.avg_pool2d(x, kernel_size=2, stride=2, divisor_override=1)
-    rows = x[..., ::2, :] + x[..., 1::2, :]
+    # NCHW at even sizes: two strided sums beat avg_pool2d's NCHW kernel by about 3x
+    rows = x[..., ::2, :] + x[..., 1::2, :]  # (N, C, H/2, W)
     return rows[..., ::2] + rows[..., 1::2]
 
 
