@@ -263,6 +263,49 @@ def test_train_mode_normalises_each_branch(stride, size):
         torch.testing.assert_close(var, torch.ones_like(var), atol=2e-3, rtol=0)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_few_channel_channels_last_norms_match_the_native_norm(monkeypatch, threads, dtype):
+    """With more than one thread, training norms of channels_last maps whose channels are not a multiple of the
+    vector width run on an NCHW copy. Outputs (channels_last), gradients and running statistics must be those of
+    the native channels_last norm; with one thread, or at a multiple of the width, the map is normalised as is."""
+    from octzoo.layers import blocks
+
+    monkeypatch.setattr(blocks, "VECTOR_LANES", 16)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # the rule reads it; the work runs on one
+    torch.manual_seed(9)
+    block = OctConvNormAct(16, 40, 3, alpha_in=0.5, alpha_out=0.5).to(dtype)  # (20 high, 20 low) out; 8 + 8 in
+    block.conv.h2h = block.conv.h2h.to(memory_format=torch.channels_last)
+    twin = copy.deepcopy(block)
+    seen = []
+    for norm in (block.norm_h, block.norm_l):
+        norm.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+    x = make_input(4, 16, 0.5, 8, 6)
+    x = OctaveTensor(*(t.to(dtype).contiguous(memory_format=torch.channels_last) for t in x))
+    xa = OctaveTensor(*(t.clone().requires_grad_() for t in x))
+    xb = OctaveTensor(*(t.clone().requires_grad_() for t in x))
+    ya = block(xa)
+    monkeypatch.setattr(blocks, "VECTOR_LANES", 1)  # every channel count is a multiple: the native path
+    yb = twin(xb)
+    assert seen == [threads > 1] * 2  # the NCHW copy was taken only with more than one thread
+    grads = [torch.randn_like(t) for t in ya]
+    torch.autograd.backward(list(ya), grads)
+    torch.autograd.backward(list(yb), grads)
+    tol = dict(atol=1e-12, rtol=1e-12) if dtype == torch.float64 else dict(atol=1e-4, rtol=1e-4)
+    for a, b in zip(ya, yb, strict=True):
+        assert a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous()
+        torch.testing.assert_close(a, b, **tol)
+    for a, b in zip((*xa, *block.parameters()), (*xb, *twin.parameters()), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, **tol)
+    for a, b in zip(block.buffers(), twin.buffers(), strict=True):
+        torch.testing.assert_close(a, b, **tol)
+
+    seen.clear()  # at a multiple of the width the map stays channels_last even with several threads
+    monkeypatch.setattr(blocks, "VECTOR_LANES", 20)
+    block(x)
+    assert seen == [False, False]
+
+
 def test_branch_statistics_are_separate():
     """Each BatchNorm tracks running statistics of its own branch only."""
     torch.manual_seed(7)

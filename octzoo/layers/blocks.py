@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from .octconv import OctaveTensor, OctConv2d, split_channels
-from .resample import pool2x, upsample_to
+from .resample import VECTOR_LANES, is_channels_last, pool2x, upsample_to
 
 __all__ = [
     "OctConvNormAct",
@@ -134,9 +134,9 @@ class OctConvNormAct(nn.Module):
             return OctaveTensor(act(y[0]), act(y[1]))
         y = self.conv(x)
         if isinstance(y, Tensor):
-            return self.act(self.norm_h(y))
+            return self.act(_normalize(self.norm_h, y))
         y_h, y_l = y
-        return OctaveTensor(self.act(self.norm_h(y_h)), self.act(self.norm_l(y_l)))
+        return OctaveTensor(self.act(_normalize(self.norm_h, y_h)), self.act(_normalize(self.norm_l, y_l)))
 
     def _folds_norms(self) -> bool:
         """Whether this call may fold the norms into the convolution's weights: inference (eval mode, no
@@ -161,6 +161,28 @@ class OctConvNormAct(nn.Module):
             if m._forward_hooks or m._forward_pre_hooks:
                 return False
         return True
+
+
+def _normalize(norm: nn.Module, y: Tensor) -> Tensor:
+    """``norm(y)``; a training-mode norm of a channels_last CPU map runs on an NCHW copy when the map's channels
+    are not a whole number of vector registers and PyTorch uses more than one thread.
+
+    PyTorch's channels_last batch norm is pathologically slow there. On two threads of an AVX-512 CPU the forward
+    and backward of a (128, 8, 16, 16) map took 2.6 ms against 0.37 ms in NCHW (float32; bfloat16: 2.3 against
+    0.19 ms), 3-16x slower likewise at 4, 12, 20-28 and 40 channels, but within 1.4x of NCHW at 16, 32, 48 and 64
+    (faster in float32). A CIFAR Oct-ResNet-20 training step on two threads takes 13-25 % less time this way.
+    With one thread channels_last is the faster layout, and nothing changes. Octave branches and plain layers
+    alike take this path.
+    """
+    if (
+        y.shape[1] % VECTOR_LANES
+        and norm.training
+        and y.device.type == "cpu"
+        and is_channels_last(y)
+        and torch.get_num_threads() > 1
+    ):
+        return norm(y.contiguous()).contiguous(memory_format=torch.channels_last)
+    return norm(y)
 
 
 def set_norm_folding(model: nn.Module, enabled: bool) -> nn.Module:
