@@ -274,12 +274,17 @@ def test_few_channel_channels_last_norms_match_the_native_norm(monkeypatch, thre
     monkeypatch.setattr(blocks, "VECTOR_LANES", 16)
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # the rule reads it; the work runs on one
     torch.manual_seed(9)
-    block = OctConvNormAct(16, 40, 3, alpha_in=0.5, alpha_out=0.5).to(dtype)  # (20 high, 20 low) out; 8 + 8 in
+    block = OctConvNormAct(16, 40, 3, alpha_in=0.5, alpha_out=0.5, act_layer=None).to(dtype)  # 20 + 20 channels out
     block.conv.h2h = block.conv.h2h.to(memory_format=torch.channels_last)
     twin = copy.deepcopy(block)
-    seen = []
+    seen, grads_seen = [], []  # whether the norms' inputs and output gradients were NCHW
+
+    def watch_gradient(module, args, out) -> None:
+        out.register_hook(lambda g: grads_seen.append(g.is_contiguous()))
+
     for norm in (block.norm_h, block.norm_l):
         norm.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+        norm.register_forward_hook(watch_gradient)
     x = make_input(4, 16, 0.5, 8, 6)
     x = OctaveTensor(*(t.to(dtype).contiguous(memory_format=torch.channels_last) for t in x))
     xa = OctaveTensor(*(t.clone().requires_grad_() for t in x))
@@ -291,6 +296,7 @@ def test_few_channel_channels_last_norms_match_the_native_norm(monkeypatch, thre
     grads = [torch.randn_like(t) for t in ya]
     torch.autograd.backward(list(ya), grads)
     torch.autograd.backward(list(yb), grads)
+    assert grads_seen == [threads > 1] * 2  # and the norms' backward got NCHW gradients, not channels_last ones
     tol = dict(atol=1e-12, rtol=1e-12) if dtype == torch.float64 else dict(atol=1e-4, rtol=1e-4)
     for a, b in zip(ya, yb, strict=True):
         assert a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous()
