@@ -312,6 +312,18 @@ def test_few_channel_channels_last_norms_match_the_native_norm(monkeypatch, thre
     assert seen == [False, False]
 
 
+def test_other_norms_see_channels_last_maps_as_they_are(monkeypatch):
+    """Only batch norms have the slow channels_last kernel: another norm layer gets the map without a copy."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    block = OctConvNormAct(16, 40, 3, alpha_in=0.5, alpha_out=0.5, norm_layer=lambda c: nn.GroupNorm(4, c)).train()
+    seen = []
+    for norm in (block.norm_h, block.norm_l):
+        norm.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+    x = make_input(2, 16, 0.5, 8, 6)
+    block(OctaveTensor(*(t.contiguous(memory_format=torch.channels_last) for t in x)))
+    assert seen == [False, False]
+
+
 def test_branch_statistics_are_separate():
     """Each BatchNorm tracks running statistics of its own branch only."""
     torch.manual_seed(7)

@@ -155,7 +155,7 @@ class OctConvNormAct(nn.Module):
             return False
         norms = [modules["norm_h"]] if self.norm_l is None else [modules["norm_h"], modules["norm_l"]]
         for norm in norms:
-            if type(norm) not in _FOLDABLE_NORMS or norm.training or norm._buffers["running_mean"] is None:
+            if type(norm) not in _BATCH_NORMS or norm.training or norm._buffers["running_mean"] is None:
                 return False
         for m in (conv, modules["act"], *conv._modules.values(), *norms):
             if m._forward_hooks or m._forward_pre_hooks:
@@ -164,8 +164,8 @@ class OctConvNormAct(nn.Module):
 
 
 def _normalize(norm: nn.Module, y: Tensor) -> Tensor:
-    """``norm(y)``; a training-mode norm of a channels_last CPU map runs on an NCHW copy when the map's channels
-    are not a whole number of vector registers and PyTorch uses more than one thread.
+    """``norm(y)``; a training-mode batch norm of a channels_last CPU map runs on an NCHW copy when the map's
+    channels are not a whole number of vector registers and PyTorch uses more than one thread.
 
     PyTorch's channels_last batch norm is pathologically slow there. On two threads of an AVX-512 CPU the forward
     and backward of a (128, 8, 16, 16) map took 2.6 ms against 0.37 ms in NCHW (float32; bfloat16: 2.3 against
@@ -176,6 +176,7 @@ def _normalize(norm: nn.Module, y: Tensor) -> Tensor:
     """
     if (
         y.shape[1] % VECTOR_LANES
+        and isinstance(norm, _BATCH_NORMS)
         and norm.training
         and y.device.type == "cpu"
         and is_channels_last(y)
@@ -208,7 +209,8 @@ def set_norm_folding(model: nn.Module, enabled: bool) -> nn.Module:
     return model
 
 
-_FOLDABLE_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
+# The batch norms the block folds into its convolution for inference and, in training, may run in NCHW.
+_BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
 # Activations applied in place without a module call (the block creates them with inplace=True).
 _INPLACE_ACTS: dict[type, Callable[[Tensor], Tensor]] = {
