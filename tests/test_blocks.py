@@ -275,7 +275,6 @@ def test_few_channel_channels_last_norms_match_the_native_norm(monkeypatch, thre
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # the rule reads it; the work runs on one
     torch.manual_seed(9)
     block = OctConvNormAct(16, 40, 3, alpha_in=0.5, alpha_out=0.5, act_layer=None).to(dtype)  # 20 + 20 channels out
-    block.conv.h2h = block.conv.h2h.to(memory_format=torch.channels_last)
     twin = copy.deepcopy(block)
     seen, grads_seen = [], []  # whether the norms' inputs and output gradients were NCHW
 

@@ -181,6 +181,7 @@ def _normalize(norm: nn.Module, y: Tensor) -> Tensor:
         and y.device.type == "cpu"
         and is_channels_last(y)
         and torch.get_num_threads() > 1
+        and not _tracing()  # compiled graphs generate their own norm kernels
     ):
         return _ToChannelsLast.apply(norm(y.contiguous()))
     return norm(y)
