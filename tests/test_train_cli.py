@@ -433,3 +433,66 @@ def test_the_prepared_gpu_script_trains_the_three_published_models_and_packs_the
         assert [Path(c).name for c in configs][-1] == "recipe_gpu.yaml"
         assert not any(Path(c).is_absolute() for c in configs)
         assert f"a{alpha}: finished, 1 epochs" in proc.stdout
+
+
+def test_the_swa_recipe_keeps_the_average_of_its_epoch_start_weights_across_kills(cifar10_pickles, tmp_path):
+    """configs/cifar10/recipe_swa.yaml from a published weight for 3 epochs of 2 steps: Lightning's
+    StochasticWeightAveraging averages the weights at the start of each epoch (the published weight, then the
+    weights after epochs 1 and 2), then a 4th, forward-only pass recomputes the batch-norm statistics of the
+    average. Killed at the start of epochs 2 and 3 and resumed each time, the run ends with last.ckpt holding
+    the mean of those three weights, the weights of a run never killed."""
+    args = [
+        "--config",
+        str(REPO_ROOT / "configs/cifar10/resnet20.yaml"),
+        "--config",
+        str(REPO_ROOT / "configs/cifar10/recipe_swa.yaml"),
+        "--model.pretrained",
+        "cutout_e180_c10",
+        "--data.data_dir",
+        str(cifar10_pickles),
+        "--data.batch_size",
+        "8",
+        "--trainer.deterministic",
+        "true",
+        "--trainer.max_epochs",
+        "3",
+        *SHORT,
+    ]
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore", PYTHONPATH=str(REPO_ROOT / "tests"))
+    env.pop("PYTEST_XDIST_WORKER", None)
+
+    def fit(folder: Path, kill_after_step: int | None, resume: bool) -> subprocess.CompletedProcess:
+        folder.mkdir(exist_ok=True)
+        kill = dict(phase="epoch_start", step=kill_after_step) if kill_after_step else None
+        config = _fit_config(folder, f"kill{kill_after_step}", kill)  # the base callbacks, before recipe_swa's
+        ckpt = ["--ckpt_path", str(folder / "runs/cifar10_swa/resnet20_a0/version_0/checkpoints/last.ckpt")]
+        argv = [sys.executable, "-m", "octzoo", "fit", *args[:2], "--config", str(config), *args[2:]]
+        return subprocess.run(
+            [*argv, *(ckpt if resume else [])], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert fit(whole, None, resume=False).returncode == 0
+    start = {
+        f"model.{k}": v
+        for k, v in octzoo.create_model("resnet20.cutout_e180_c10", pretrained=True).state_dict().items()
+    }
+    after_epoch = []
+    for i, step in enumerate((2, 4)):  # the start of the 2nd and 3rd epochs, before their averaging
+        proc = fit(killed, step, resume=i > 0)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+        after_epoch.append(_state(killed / "runs/cifar10_swa/resnet20_a0/version_0"))
+    proc = fit(killed, None, resume=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run = killed / "runs/cifar10_swa/resnet20_a0/version_0"
+    final, reference = _state(run), _state(whole / "runs/cifar10_swa/resnet20_a0/version_0")
+    weights = [f"model.{name}" for name, _ in octzoo.create_model("resnet20").named_parameters()]
+    for name in weights:  # the batch-norm statistics are the 4th pass's, of the average
+        assert not torch.equal(start[name], after_epoch[0][name]), f"{name}: the first epoch did not train it"
+        mean = (start[name] + after_epoch[0][name] + after_epoch[1][name]) / 3
+        torch.testing.assert_close(final[name], mean, msg=name)
+    for name, value in final.items():
+        torch.testing.assert_close(value, reference[name], msg=name)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs"] == 4  # 3 epochs and the batch-norm pass
