@@ -239,17 +239,24 @@ def test_ddp_with_two_cpu_processes_makes_one_run(cifar10_pickles, tmp_path):
     assert 0 <= summary["metrics"]["final"]["val/acc1"] <= 1
 
 
-def _fit_config(tmp_path: Path, name: str, kill: dict | None) -> Path:
-    """The shipped base callbacks with a checkpoint after every step, plus a :class:`faults.KillAt`."""
+def _killable_fit(folder: Path, name: str, args: list[str], kill: dict | None, resume: Path | None = None):
+    """The argv and environment of ``octzoo fit ARGS`` run in ``folder`` with the shipped base callbacks, a
+    checkpoint after every step and a :class:`faults.KillAt` when ``kill`` is given, resumed from ``resume``.
+    ``args`` starts with the model's ``--config``; these callbacks follow it, before any recipe's ``callbacks+``."""
     base = yaml.safe_load((REPO_ROOT / "configs/base/trainer.yaml").read_text())
     callbacks = base["trainer"]["callbacks"]
     (last,) = [c for c in callbacks if c["class_path"] == "octzoo.training.LastCheckpoint"]
     last["init_args"]["every_n_train_steps"] = 1
     if kill:
         callbacks.append({"class_path": "faults.KillAt", "init_args": kill})
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
-    return path
+    folder.mkdir(exist_ok=True)
+    config = folder / f"{name}.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
+    ckpt = ["--ckpt_path", str(resume)] if resume else []
+    argv = [sys.executable, "-m", "octzoo", "fit", *args[:2], "--config", str(config), *args[2:], *ckpt]
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore", PYTHONPATH=str(REPO_ROOT / "tests"))
+    env.pop("PYTEST_XDIST_WORKER", None)
+    return argv, env
 
 
 def _state(run: Path) -> dict[str, torch.Tensor]:
@@ -296,15 +303,11 @@ def test_a_run_killed_six_ways_resumes_to_the_weights_of_an_uninterrupted_run(ci
         "--trainer.log_every_n_steps",
         "1",
     ]
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore", PYTHONPATH=str(REPO_ROOT / "tests"))
-    env.pop("PYTEST_XDIST_WORKER", None)
 
     def start(folder: Path, kill: dict | None, resume: bool) -> subprocess.Popen:
-        folder.mkdir(exist_ok=True)
         name = f"part{len(list(folder.glob('*.yaml')))}"
-        config = _fit_config(folder, name, kill)
-        ckpt = ["--ckpt_path", str(folder / "runs/resnet20_a0/version_0/checkpoints/last.ckpt")] if resume else []
-        argv = [sys.executable, "-m", "octzoo", "fit", *args, "--config", str(config), *ckpt]
+        last = folder / "runs/resnet20_a0/version_0/checkpoints/last.ckpt"
+        argv, env = _killable_fit(folder, name, args, kill, last if resume else None)
         with open(folder / f"{name}.log", "w") as log:
             proc = subprocess.Popen(
                 argv,
@@ -458,18 +461,12 @@ def test_the_swa_recipe_keeps_the_average_of_its_epoch_start_weights_across_kill
         "3",
         *SHORT,
     ]
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore", PYTHONPATH=str(REPO_ROOT / "tests"))
-    env.pop("PYTEST_XDIST_WORKER", None)
 
     def fit(folder: Path, kill_after_step: int | None, resume: bool) -> subprocess.CompletedProcess:
-        folder.mkdir(exist_ok=True)
         kill = dict(phase="epoch_start", step=kill_after_step) if kill_after_step else None
-        config = _fit_config(folder, f"kill{kill_after_step}", kill)  # the base callbacks, before recipe_swa's
-        ckpt = ["--ckpt_path", str(folder / "runs/cifar10_swa/resnet20_a0/version_0/checkpoints/last.ckpt")]
-        argv = [sys.executable, "-m", "octzoo", "fit", *args[:2], "--config", str(config), *args[2:]]
-        return subprocess.run(
-            [*argv, *(ckpt if resume else [])], cwd=folder, env=env, capture_output=True, text=True, timeout=300
-        )
+        last = folder / "runs/cifar10_swa/resnet20_a0/version_0/checkpoints/last.ckpt"
+        argv, env = _killable_fit(folder, f"kill{kill_after_step}", args, kill, last if resume else None)
+        return subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
 
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert fit(whole, None, resume=False).returncode == 0
