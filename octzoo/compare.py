@@ -3,9 +3,11 @@
 Runs come from run folders (the ``summary.json`` and ``metrics.csv`` every ``octzoo fit`` writes, see
 ``octzoo/training/summary.py``) or from a W&B project through ``wandb.Api``. What is compared:
 
-- Finished runs are grouped by (data set, model, alpha, epoch budget ``trainer.max_epochs``); the seeds of a
-  group are its repeats, reported as mean +- sample standard deviation with the number of runs. Runs of
-  different data sets or budgets never share a row.
+- Finished runs are grouped by (data set, model, alpha, epoch budget ``trainer.max_epochs``, settings); the
+  seeds of a group are its repeats, reported as mean +- sample standard deviation with the number of runs.
+  The settings are the model's and data's training arguments (``model.lr``, ``model.pretrained``,
+  ``data.augment``, ...; not paths, loader options or seeds): runs of different data sets, budgets or
+  settings never share a row, and a settings column names what sets each row apart from the others.
 - Two finished runs of one group with the same seed are duplicates: the newest (``updated_at`` of the run
   folder, ``created_at`` on W&B) is kept and the others are listed as dropped. Unseeded runs are never
   duplicates of each other.
@@ -88,6 +90,7 @@ class Run:
     num_classes: int | None = None
     group: str | None = None
     tags: tuple[str, ...] = ()
+    settings: tuple[tuple[str, str], ...] = ()  # from training_settings()
     load_curves: Callable[[], Curves] | None = field(default=None, repr=False, compare=False)
     _curves: Curves | None = field(default=None, repr=False, compare=False)
 
@@ -100,8 +103,8 @@ class Run:
         return self.model.removeprefix("oct_")
 
     @property
-    def key(self) -> tuple[str, str, float, int | None]:
-        return (self.dataset, self.model, round(float(self.alpha), 6), self.epochs)
+    def key(self) -> tuple:
+        return (self.dataset, self.model, round(float(self.alpha), 6), self.epochs, self.settings)
 
     def curves(self) -> Curves:
         if self._curves is None:
@@ -193,8 +196,39 @@ def read_local_run(run_dir: str | os.PathLike) -> Run:
         num_classes=_int(data.get("num_classes")),
         group=wandb_logger.get("group"),
         tags=tuple(wandb_logger.get("tags") or ()),
+        settings=training_settings(config),
         load_curves=lambda: read_metrics_csv(run_dir / "metrics.csv"),
     )
+
+
+# Arguments that name where data, loaders and seeds come from, or the model itself (in Run.key already): what
+# stays out of a run's settings. Seeds are a group's repeats.
+_NOT_SETTINGS = frozenset(
+    ["model.model_name", "model.model_kwargs.alpha", "data.data_dir", "data.cache_dir", "data.download"]
+    + ["data.num_workers", "data.pin_memory", "data.persistent_workers", "data.on_bad_image", "data.seed"]
+)
+
+
+def training_settings(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The model's and data's arguments of a resolved config as sorted ``(dotted name, JSON value)`` pairs.
+
+    Unset (None) arguments are left out, so a record written before an argument existed matches one that
+    leaves it at None."""
+    model = config.get("model") or {}
+    data = config.get("data") or {}
+    data = data.get("init_args", data) if isinstance(data, dict) else {}
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}", value)
+        elif node is not None and prefix not in _NOT_SETTINGS:
+            out[prefix] = json.dumps(node, sort_keys=True)
+
+    walk("model", model if isinstance(model, dict) else {})
+    walk("data", data if isinstance(data, dict) else {})
+    return tuple(sorted(out.items()))
 
 
 def _int(value: Any) -> int | None:
@@ -310,6 +344,7 @@ def _wandb_run(path: str, r: Any) -> Run | None:
         num_classes=_int(config.get("num_classes")),
         group=r.group,
         tags=tuple(r.tags or ()),
+        settings=training_settings(resolved),
         load_curves=lambda: _wandb_curves(r),
     )
 
@@ -344,7 +379,7 @@ def _wandb_curves(r: Any) -> Curves:
 
 @dataclass
 class Row:
-    """One line of the table: the finished runs of one (data set, model, alpha, epoch budget)."""
+    """One line of the table: the finished runs of one (data set, model, alpha, epoch budget, settings)."""
 
     runs: list[Run]  # averaged (they have the metric)
     missing: list[Run]  # finished, kept, but without the metric
@@ -352,6 +387,7 @@ class Row:
     top1: list[float]
     top5: list[float]
     latency_ms: float | None = None
+    distinct: str = ""  # the settings that set this row apart: those not shared by every row of the table
 
     @property
     def first(self) -> Run:
@@ -404,8 +440,17 @@ def aggregate(runs: Iterable[Run], metric: str = "test") -> Comparison:
             )
         )
     rows.sort(key=lambda row: (row.first.dataset, row.first.family, row.first.epochs or 0, row.first.alpha))
+    shared = set.intersection(*(set(row.first.settings) for row in rows)) if rows else set()
+    for row in rows:
+        row.distinct = " ".join(f"{k}={_plain(v)}" for k, v in row.first.settings if (k, v) not in shared)
     unfinished = sorted((r for r in runs if not r.finished), key=lambda r: (r.dataset, r.family, r.alpha, r.updated))
     return Comparison(rows, unfinished, duplicates, metric)
+
+
+def _plain(value: str) -> str:
+    """A JSON setting as written on a command line: strings without their quotes."""
+    decoded = json.loads(value)
+    return decoded if isinstance(decoded, str) else value
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -488,6 +533,8 @@ def format_report(comparison: Comparison) -> str:
     """The printed report: the table, then unfinished runs, duplicates and runs without the metric."""
     header = ["data", "model", "alpha", "epochs", "params", "MACs", "CPU latency (ms)", "top-1 (%)", "top-5 (%)"]
     header += ["runs", "seeds", "top-1 from"]
+    with_settings = any(row.distinct for row in comparison.rows)
+    header += ["settings"] if with_settings else []
     lines = []
     for row in comparison.rows:
         run = row.first
@@ -507,6 +554,7 @@ def format_report(comparison: Comparison) -> str:
                 ",".join("-" if s is None else str(s) for s in row.seeds) or "-",
                 SOURCE_LABELS[row.source],
             ]
+            + ([row.distinct or "-"] if with_settings else [])
         )
     parts = [_table(header, lines) if lines else "No finished runs."]
     if comparison.unfinished:
@@ -530,7 +578,7 @@ def format_report(comparison: Comparison) -> str:
         parts.append("Unfinished runs (not averaged):\n\n" + _table(header, lines))
     if comparison.duplicates:
         parts.append(
-            "Duplicates (same data, model, alpha, epochs and seed; the newest finished run is kept):\n"
+            "Duplicates (same data, model, alpha, epochs, settings and seed; the newest finished run is kept):\n"
             + "\n".join(f"- dropped {d.id} (seed {d.seed}), kept {k.id}" for d, k in comparison.duplicates)
         )
     missing = [(r, row.source) for row in comparison.rows for r in row.missing]
@@ -550,7 +598,7 @@ def write_csvs(comparison: Comparison, out: Path) -> list[Path]:
         w = csv.writer(f)
         w.writerow(
             ["dataset", "model", "family", "alpha", "epochs", "params", "macs", "latency_ms", "top1_mean", "top1_std"]
-            + ["top5_mean", "top5_std", "n", "seeds", "source", "without_metric", "runs"]
+            + ["top5_mean", "top5_std", "n", "seeds", "source", "without_metric", "runs", "settings"]
         )
         for row in comparison.rows:
             run = row.first
@@ -559,7 +607,7 @@ def write_csvs(comparison: Comparison, out: Path) -> list[Path]:
                 [run.dataset, run.model, run.family, run.alpha, run.epochs, run.params, run.macs]
                 + [_round(row.latency_ms), _round(m1, 100), _round(s1, 100), _round(m5, 100), _round(s5, 100)]
                 + [len(row.runs), " ".join("-" if s is None else str(s) for s in row.seeds), row.source]
-                + [len(row.missing), " ".join(r.id for r in row.runs)]
+                + [len(row.missing), " ".join(r.id for r in row.runs), row.distinct]
             )
     roles: list[tuple[Run, str, str | None]] = []
     for row in comparison.rows:
@@ -599,14 +647,16 @@ def _pyplot():
 
 
 def plot_top1_vs_macs(comparison: Comparison, path: Path) -> Path:
-    """Top-1 against MACs: one line per (data set, family, budget), points labelled with alpha, std error bars."""
+    """Top-1 against MACs: one line per (data set, family, budget, settings), points labelled with alpha, std
+    error bars."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     lines: dict[tuple, list[Row]] = {}
     for row in comparison.rows:
         if row.top1 and row.first.macs:
-            lines.setdefault((row.first.dataset, row.first.family, row.first.epochs), []).append(row)
-    for (dataset, family, epochs), rows in lines.items():
+            key = (row.first.dataset, row.first.family, row.first.epochs, row.distinct)
+            lines.setdefault(key, []).append(row)
+    for (dataset, family, epochs, distinct), rows in lines.items():
         rows.sort(key=lambda r: r.first.macs)
         xs = [r.first.macs / 1e6 for r in rows]
         stats = [mean_std(r.top1) for r in rows]
@@ -614,6 +664,7 @@ def plot_top1_vs_macs(comparison: Comparison, path: Path) -> Path:
         errs = [100 * (s or 0.0) for _, s in stats]
         sources = sorted({SOURCE_LABELS[r.source] for r in rows})
         label = f"{family} ({dataset}, {epochs if epochs is not None else '?'} ep; {', '.join(sources)})"
+        label += f"\n{distinct}" if distinct else ""
         ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label)
         for x, y, r in zip(xs, ys, rows, strict=True):
             ax.annotate(f"α={r.first.alpha:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)

@@ -148,6 +148,39 @@ def test_seeds_duplicates_unfinished_datasets_and_missing_metrics(trained, tmp_p
     assert "| cifar10 | resnet20 | 0 | 1 | 0.270 M | 40.55 M | - | 30.00 ± 7.07 |" in out
 
 
+def test_runs_of_other_settings_get_their_own_rows_and_paths_do_not(trained, tmp_path, capsys):
+    """Same model, alpha, budget and seed: another augmentation or starting weight is another experiment (its own
+    row, named in the settings column); another data path, worker count or split seed is the same one."""
+    run, summary = trained
+    runs = tmp_path / "runs"
+    data = ("config", "data", "init_args")
+    assert summary["config"]["data"]["init_args"]["augment"] == "standard"
+    base = copy_run(run, runs / "base")
+    moved = copy_run(
+        run,
+        runs / "moved",
+        {(*data, "data_dir"): "elsewhere", (*data, "num_workers"): 7, (*data, "seed"): 3, ("updated_at",): "2000"},
+    )
+    cutout = copy_run(run, runs / "cutout", {(*data, "augment"): "cutout", ("metrics", "test", "test/acc1"): 0.5})
+    started = copy_run(run, runs / "started", {("config", "model", "pretrained"): "a250_c10"})
+
+    assert compare(str(runs), "--out", str(tmp_path / "out"), "--no-plots") == 0
+    out = capsys.readouterr().out
+    rows = {r["runs"]: r for r in read_csv(tmp_path / "out/compare.csv")}
+    assert set(rows) == {str(base), str(cutout), str(started)}
+    assert rows[str(base)]["settings"] == "data.augment=standard model.pretrained=false"
+    assert rows[str(cutout)]["settings"] == "data.augment=cutout model.pretrained=false"
+    assert rows[str(started)]["settings"] == "data.augment=standard model.pretrained=a250_c10"
+    assert float(rows[str(cutout)]["top1_mean"]) == 50.0
+    assert f"- dropped {moved} (seed 0), kept {base}" in out
+    assert "| top-1 from | settings |" in out and "| test | data.augment=cutout model.pretrained=false |" in out
+
+    # one row alone has nothing to tell apart: no settings column
+    assert compare(str(base), "--out", str(tmp_path / "one"), "--no-plots") == 0
+    assert "| top-1 from |\n" in capsys.readouterr().out
+    assert read_csv(tmp_path / "one/compare.csv")[0]["settings"] == ""
+
+
 def test_best_metric_takes_top5_at_the_best_epoch(trained, tmp_path, capsys):
     run, summary = trained
     assert compare(str(run), "--metric", "best", "--out", str(tmp_path), "--no-plots", "--latency") == 0
