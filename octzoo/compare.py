@@ -214,9 +214,8 @@ def training_settings(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
     Unset (None) arguments are left out, so a record written before an argument existed matches one that
     leaves it at None."""
-    model = config.get("model") or {}
-    data = config.get("data") or {}
-    data = data.get("init_args", data) if isinstance(data, dict) else {}
+    data = config.get("data")
+    data = data.get("init_args", data) if isinstance(data, dict) else data
     out: dict[str, str] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -226,8 +225,8 @@ def training_settings(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         elif node is not None and prefix not in _NOT_SETTINGS:
             out[prefix] = json.dumps(node, sort_keys=True)
 
-    walk("model", model if isinstance(model, dict) else {})
-    walk("data", data if isinstance(data, dict) else {})
+    walk("model", config.get("model"))
+    walk("data", data)
     return tuple(sorted(out.items()))
 
 
