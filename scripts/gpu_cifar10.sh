@@ -10,7 +10,8 @@
 # every run cleanly when the time is up; a stopped run resumes with --ckpt_path .../last.ckpt. OCTZOO_FIT_IN=SECONDS
 # instead fits the schedule to a time budget: the three runs first train side by side for OCTZOO_PROBE_S (default
 # 60) seconds to time their epochs (that probe is moved to runs/cifar10_gpu_probe/), then start again with
-# max_epochs set to what the slowest of them can finish in the rest of the budget (at most the recipe's 180), so
+# max_epochs set to what the slowest of them can finish in the rest of the budget (at most the recipe's 180, or a
+# --trainer.max_epochs among the extra arguments), so
 # the learning rate still anneals to zero by the last epoch; the time limit then is the rest. PYTHON picks the
 # interpreter (default python3); octzoo is imported from this checkout, so it needs no install. Runs land in
 # runs/cifar10_gpu/ under the working directory (the repository root, to publish them).
@@ -48,20 +49,21 @@ hms() { printf '00:%02d:%02d:%02d' $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60
 start=$SECONDS
 if [[ -n ${OCTZOO_FIT_IN:-} ]]; then
   [[ ! -e runs/cifar10_gpu ]] || { echo "runs/cifar10_gpu exists: move it aside before a timed run" >&2; exit 1; }
-  probe=${OCTZOO_PROBE_S:-60}
+  probe=${OCTZOO_PROBE_S:-60} most=180  # recipe_gpu.yaml's length, unless the extra arguments set one
+  for ((i = 1; i < $#; i++)); do [[ ${!i} == --trainer.max_epochs ]] && j=$((i + 1)) && most=${!j}; done
   fit_all "$@" --trainer.max_time "$(hms "$probe")" --trainer.max_epochs 1000000
   rm -rf runs/cifar10_gpu_probe && mv runs/cifar10_gpu runs/cifar10_gpu_probe
   # epochs per second of the slowest run, and the seconds each process spends outside its timed fit
-  read -r epochs limit < <("$PYTHON" - "$OCTZOO_FIT_IN" "$((SECONDS - start))" <<'EOF'
+  read -r epochs limit < <("$PYTHON" - "$OCTZOO_FIT_IN" "$((SECONDS - start))" "$most" <<'EOF'
 import glob, json, math, sys
-budget, spent = map(float, sys.argv[1:])
+budget, spent, most = map(float, sys.argv[1:])
 runs = [json.load(open(p)) for p in glob.glob("runs/cifar10_gpu_probe/*/version_*/summary.json")]
 if len(runs) != 3 or min(r["epochs"] for r in runs) < 1:
     sys.exit(f"the {spent:.0f} s probe finished no epoch of some run: {[r['epochs'] for r in runs]}; raise OCTZOO_PROBE_S")
 rate = min(r["epochs"] / r["wall_time_s"] for r in runs)
 outside = spent - max(r["wall_time_s"] for r in runs)
 rest = budget - spent - outside
-print(min(180, math.floor(0.95 * rest * rate)), max(1, int(rest)))
+print(min(int(most), math.floor(0.95 * rest * rate)), max(1, int(rest)))
 EOF
   )
   echo "probe: $((SECONDS - start)) s; $epochs epochs fit in the rest (time limit ${limit} s)"

@@ -405,12 +405,13 @@ def test_summary_commit_is_the_checkouts_head(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_prepared_gpu_script_trains_the_three_published_models_and_packs_their_runs(cifar10_pickles, tmp_path):
-    """scripts/gpu_cifar10.sh moved onto the CPU and cut to two tiny batches: three finished runs on the GPU
-    recipe, their records and last checkpoints in the archive, configs named relative to where it ran."""
+    """scripts/gpu_cifar10.sh moved onto the CPU and cut to two tiny batches, with a time budget: a timed probe of
+    the three runs set aside, then three finished runs on the GPU recipe for as many epochs as fit (here the two
+    asked for), their records and last checkpoints in the archive, configs named relative to where it ran."""
     out = tmp_path / "out"
-    cut = ["--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.precision", "32-true"]
+    cut = ["--trainer.accelerator", "cpu", "--trainer.max_epochs", "2", "--trainer.precision", "32-true"]
     cut += ["--data.batch_size", "8", "--data.num_workers", "0", "--data.persistent_workers", "false", *SHORT]
-    env = dict(os.environ, PYTHON=sys.executable, PYTHONWARNINGS="ignore")
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONWARNINGS="ignore", OCTZOO_FIT_IN="900", OCTZOO_PROBE_S="10")
     env.pop("PYTEST_XDIST_WORKER", None)
     script = REPO_ROOT / "scripts" / "gpu_cifar10.sh"
     proc = subprocess.run(
@@ -435,7 +436,12 @@ def test_the_prepared_gpu_script_trains_the_three_published_models_and_packs_the
         configs = [summary["command"][i + 1] for i, a in enumerate(summary["command"]) if a == "--config"]
         assert [Path(c).name for c in configs][-1] == "recipe_gpu.yaml"
         assert not any(Path(c).is_absolute() for c in configs)
-        assert f"a{alpha}: finished, 1 epochs" in proc.stdout
+        assert f"a{alpha}: finished, 2 epochs" in proc.stdout
+        assert summary["config"]["trainer"]["max_epochs"] == 2
+        probe = json.loads((tmp_path / f"runs/cifar10_gpu_probe/{run}/version_0/summary.json").read_text())
+        assert probe["status"] == "finished" and probe["epochs"] >= 1 and probe["alpha"] == alpha
+    assert "2 epochs fit in the rest" in proc.stdout
+    assert not any("cifar10_gpu_probe" in name for name in packed)
 
 
 def test_the_swa_recipe_keeps_the_average_of_its_epoch_start_weights_across_kills(cifar10_pickles, tmp_path):
