@@ -7,13 +7,12 @@
 # DATA: the CIFAR-10 folder or archive (e.g. ../shared/data/cifar10-jpeg.tar.gz). OUT (default runs/cifar10_gpu)
 # receives one log per model and cifar10_gpu_runs.tar.gz (summary.json, metrics.csv, config.yaml and
 # checkpoints/last.ckpt of each run). OCTZOO_MAX_TIME (default 00:00:07:00, Lightning's DD:HH:MM:SS) stops
-# every run cleanly when the time is up; a stopped run resumes with --ckpt_path .../last.ckpt. OCTZOO_FIT_IN=SECONDS
-# instead fits the schedule to a time budget: the three runs first train side by side for OCTZOO_PROBE_S (default
-# 60) seconds to time their epochs (that probe is moved to runs/cifar10_gpu_probe/), then start again with
-# max_epochs set to what the slowest of them can finish in the rest of the budget (at most the recipe's 180, or a
-# --trainer.max_epochs among the extra arguments), so
-# the learning rate still anneals to zero by the last epoch; the time limit then is the rest. PYTHON picks the
-# interpreter (default python3); octzoo is imported from this checkout, so it needs no install. Runs land in
+# every run cleanly when the time is up; a stopped run resumes with --ckpt_path .../last.ckpt.
+# OCTZOO_FIT_IN=SECONDS instead fits the schedule to a time budget: the three runs first train side by side for
+# OCTZOO_PROBE_S (default 60) seconds to time their epochs (that probe is moved to runs/cifar10_gpu_probe/), then
+# start again with max_epochs set to what the slowest of them can finish in the rest of the budget (at most the
+# recipe's 180, or a --trainer.max_epochs among the extra arguments), so the learning rate still anneals to zero
+# by the last epoch; the time limit then is the rest of the budget. PYTHON picks the interpreter (default python3); octzoo is imported from this checkout, so it needs no install. Runs land in
 # runs/cifar10_gpu/ under the working directory (the repository root, to publish them).
 # Publishing from the unpacked runs: docs/pretrained.md, "Publishing a weight".
 set -euo pipefail
