@@ -12,8 +12,9 @@
 # OCTZOO_PROBE_S (default 60) seconds to time their epochs (that probe is moved to runs/cifar10_gpu_probe/), then
 # start again with max_epochs set to what the slowest of them can finish in the rest of the budget (at most the
 # recipe's 180, or a --trainer.max_epochs among the extra arguments), so the learning rate still anneals to zero
-# by the last epoch; the time limit then is the rest of the budget. PYTHON picks the interpreter (default python3); octzoo is imported from this checkout, so it needs no install. Runs land in
-# runs/cifar10_gpu/ under the working directory (the repository root, to publish them).
+# by the last epoch; the time limit then is the rest of the budget. PYTHON picks the interpreter (default
+# python3); octzoo is imported from this checkout, so it needs no install. Runs land in runs/cifar10_gpu/ under the
+# working directory (the repository root, to publish them).
 # Publishing from the unpacked runs: docs/pretrained.md, "Publishing a weight".
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
