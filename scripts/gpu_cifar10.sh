@@ -59,7 +59,8 @@ import glob, json, math, sys
 budget, spent, most = map(float, sys.argv[1:])
 runs = [json.load(open(p)) for p in glob.glob("runs/cifar10_gpu_probe/*/version_*/summary.json")]
 if len(runs) != 3 or min(r["epochs"] for r in runs) < 1:
-    sys.exit(f"the {spent:.0f} s probe finished no epoch of some run: {[r['epochs'] for r in runs]}; raise OCTZOO_PROBE_S")
+    done = [r["epochs"] for r in runs]
+    sys.exit(f"the {spent:.0f} s probe finished no epoch of some run ({done}): raise OCTZOO_PROBE_S")
 rate = min(r["epochs"] / r["wall_time_s"] for r in runs)
 outside = spent - max(r["wall_time_s"] for r in runs)
 rest = budget - spent - outside
