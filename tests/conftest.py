@@ -22,6 +22,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         pass
 
 
+@pytest.fixture(params=["fast", "definition"])
+def operator_path(request):
+    """Runs a test on the CPU eager fast path and on the operator's definition path (octzoo.layers.cpu_fast)."""
+    from octzoo.layers import cpu_fast_path
+
+    with cpu_fast_path(request.param == "fast"):
+        yield request.param
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """For modules of tiny tensors: intra-op threads only add overhead (tens of ms per op on a busy 2-core box)."""

@@ -29,7 +29,7 @@ from octzoo.layers import (
 SIZES = [(1, 1), (2, 3), (5, 7), (8, 8), (9, 6)]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "operator_path")
 
 
 def ref_pool(x: Tensor) -> Tensor:
@@ -263,15 +263,16 @@ def test_train_mode_normalises_each_branch(stride, size):
         torch.testing.assert_close(var, torch.ones_like(var), atol=2e-3, rtol=0)
 
 
+@pytest.mark.parametrize("operator_path", ["fast"], indirect=True)  # the NCHW detour is the fast path's
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_few_channel_channels_last_norms_match_the_native_norm(monkeypatch, threads, dtype):
     """With more than one thread, training norms of channels_last maps whose channels are not a multiple of the
     vector width run on an NCHW copy. Outputs (channels_last), gradients and running statistics must be those of
     the native channels_last norm; with one thread, or at a multiple of the width, the map is normalised as is."""
-    from octzoo.layers import blocks
+    from octzoo.layers import cpu_fast
 
-    monkeypatch.setattr(blocks, "VECTOR_LANES", 16)
+    monkeypatch.setattr(cpu_fast, "VECTOR_LANES", 16)
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # the rule reads it; the work runs on one
     torch.manual_seed(9)
     block = OctConvNormAct(16, 40, 3, alpha_in=0.5, alpha_out=0.5, act_layer=None).to(dtype)  # 20 + 20 channels out
@@ -289,7 +290,7 @@ def test_few_channel_channels_last_norms_match_the_native_norm(monkeypatch, thre
     xa = OctaveTensor(*(t.clone().requires_grad_() for t in x))
     xb = OctaveTensor(*(t.clone().requires_grad_() for t in x))
     ya = block(xa)
-    monkeypatch.setattr(blocks, "VECTOR_LANES", 1)  # every channel count is a multiple: the native path
+    monkeypatch.setattr(cpu_fast, "VECTOR_LANES", 1)  # every channel count is a multiple: the native path
     yb = twin(xb)
     assert seen == [threads > 1] * 2  # the NCHW copy was taken only with more than one thread
     grads = [torch.randn_like(t) for t in ya]
@@ -306,7 +307,7 @@ def test_few_channel_channels_last_norms_match_the_native_norm(monkeypatch, thre
         torch.testing.assert_close(a, b, **tol)
 
     seen.clear()  # at a multiple of the width the map stays channels_last even with several threads
-    monkeypatch.setattr(blocks, "VECTOR_LANES", 20)
+    monkeypatch.setattr(cpu_fast, "VECTOR_LANES", 20)
     block(x)
     assert seen == [False, False]
 
@@ -463,7 +464,7 @@ def branches(y) -> tuple[Tensor, ...]:
 
 
 def folded(block: nn.Module) -> bool:
-    return "_folded_weight_cache" in block.conv.__dict__
+    return bool({"_folded_weight_cache", "_definition_folded_weight_cache"} & set(block.conv.__dict__))
 
 
 @pytest.mark.parametrize("c_in, c_out, k, stride, groups, alpha_in, alpha_out, size", FOLD_CASES)
@@ -590,6 +591,7 @@ def test_hooks_and_replaced_forwards_see_every_module():
         handle.remove()
 
 
+@pytest.mark.parametrize("operator_path", ["fast"], indirect=True)  # the unfolded weights are cached there only
 def test_weight_caches_are_derived_state():
     """Neither cache is pickled or deep-copied, and clear_weight_cache drops both."""
     block = OctConvNormAct(16, 12, 3, alpha_in=0.5, alpha_out=0.5).eval()

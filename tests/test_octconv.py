@@ -27,12 +27,12 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from octzoo.layers import OctaveTensor, OctConv2d, split_channels
-from octzoo.layers.resample import pool2x, pool2x_backward, sum_pool2x
+from octzoo.layers.cpu_kernels import fast_pool2x, pool2x_backward, sum_pool2x
 
 ATOL = 1e-10
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "operator_path")
 
 
 PATHS = ("h2h", "h2l", "l2h", "l2l")
@@ -373,7 +373,7 @@ def test_pool2x_backward_is_the_gradient_of_the_reference_pool(layout, c, size):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("batch", [2, 1400])  # the few-channels kernel takes maps of 16384 values and more
 def test_pool2x_and_sum_pool2x_match_the_reference_pool(layout, c, size, dtype, batch):
-    """Every kernel pool2x and sum_pool2x choose (avg_pool2d, strided sums, the few-channels row-pair sums) gives
+    """Every kernel fast_pool2x and sum_pool2x choose (avg_pool2d, strided sums, the few-channels row-pair sums) gives
     the reference pool, keeps the input's layout and does not modify the input."""
     torch.manual_seed(3)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
@@ -385,7 +385,7 @@ def test_pool2x_and_sum_pool2x_match_the_reference_pool(layout, c, size, dtype, 
     count = count.reshape(-1, 2, count.shape[1] // 2, 2).sum(dim=(1, 3))
     tol = ATOL if dtype == torch.float64 else 1e-6
     with torch.no_grad():
-        for got, ref in ((pool2x(x), want), (sum_pool2x(x), want * count)):
+        for got, ref in ((fast_pool2x(x), want), (sum_pool2x(x), want * count)):
             assert got.dtype == dtype and got.shape == want.shape
             if layout == "channels_last":
                 assert got.is_contiguous(memory_format=torch.channels_last)

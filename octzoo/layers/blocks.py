@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
+from . import cpu_fast
+from .cpu_kernels import fast_pool2x
 from .octconv import OctaveTensor, OctConv2d, split_channels
-from .resample import VECTOR_LANES, is_channels_last, pool2x, upsample_to
+from .resample import pool2x, upsample_to
 
 __all__ = [
     "OctConvNormAct",
@@ -52,7 +54,7 @@ def to_octave(x: Tensor, alpha: float) -> OctMap:
     if c_l == 0:
         return x
     x_h, x_l = x.split((c_h, c_l), dim=1)  # under autograd one cat, where two slices would each zero-fill
-    return OctaveTensor(x_h, pool2x(x_l))
+    return OctaveTensor(x_h, fast_pool2x(x_l) if cpu_fast.fast_path_active(x_l) else pool2x(x_l))
 
 
 def from_octave(x: OctMap) -> Tensor:
@@ -133,10 +135,11 @@ class OctConvNormAct(nn.Module):
                 return act(y)
             return OctaveTensor(act(y[0]), act(y[1]))
         y = self.conv(x)
+        y_h = y if isinstance(y, Tensor) else y[0]
+        norm = cpu_fast.normalize if self.training and cpu_fast.fast_path_active(y_h) else _call
         if isinstance(y, Tensor):
-            return self.act(_normalize(self.norm_h, y))
-        y_h, y_l = y
-        return OctaveTensor(self.act(_normalize(self.norm_h, y_h)), self.act(_normalize(self.norm_l, y_l)))
+            return self.act(norm(self.norm_h, y))
+        return OctaveTensor(self.act(norm(self.norm_h, y_h)), self.act(norm(self.norm_l, y[1])))
 
     def _folds_norms(self) -> bool:
         """Whether this call may fold the norms into the convolution's weights: inference (eval mode, no
@@ -145,7 +148,7 @@ class OctConvNormAct(nn.Module):
 
         It runs on every call, so it reads the modules' dicts rather than their attributes.
         """
-        if self.training or torch.is_grad_enabled() or not self.fold_norms or _tracing():
+        if self.training or torch.is_grad_enabled() or not self.fold_norms or cpu_fast.tracing():
             return False
         if _global_forward_hooks or _global_forward_pre_hooks:
             return False
@@ -163,41 +166,8 @@ class OctConvNormAct(nn.Module):
         return True
 
 
-def _normalize(norm: nn.Module, y: Tensor) -> Tensor:
-    """``norm(y)``; a training-mode batch norm of a channels_last CPU map runs on an NCHW copy when the map's
-    channels are not a whole number of vector registers and PyTorch uses more than one thread.
-
-    PyTorch's channels_last batch norm is pathologically slow there. On two threads of an AVX-512 CPU the forward
-    and backward of a (128, 8, 16, 16) map took 2.6 ms against 0.37 ms in NCHW (float32; bfloat16: 2.3 against
-    0.19 ms), 3-16x slower likewise at 4, 12, 20-28 and 40 channels, but within 1.4x of NCHW at 16, 32, 48 and 64
-    (faster in float32). A CIFAR Oct-ResNet-20 training step on two threads takes 21-36 % less time this way.
-    With one thread channels_last is the faster layout, and nothing changes. Octave branches and plain layers
-    alike take this path.
-    """
-    if (
-        y.shape[1] % VECTOR_LANES
-        and isinstance(norm, _BATCH_NORMS)
-        and norm.training
-        and y.device.type == "cpu"
-        and is_channels_last(y)
-        and torch.get_num_threads() > 1
-        and not _tracing()  # compiled graphs generate their own norm kernels
-    ):
-        return _ToChannelsLast.apply(norm(y.contiguous()))
+def _call(norm: nn.Module, y: Tensor) -> Tensor:
     return norm(y)
-
-
-class _ToChannelsLast(torch.autograd.Function):
-    """A channels_last copy of an NCHW map whose gradient goes back in NCHW (``Tensor.contiguous`` would pass it
-    on in channels_last, and the norm's backward would run the slow channels_last kernel after all)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=torch.channels_last)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return grad.contiguous()
 
 
 def set_norm_folding(model: nn.Module, enabled: bool) -> nn.Module:
@@ -210,7 +180,7 @@ def set_norm_folding(model: nn.Module, enabled: bool) -> nn.Module:
     return model
 
 
-# The batch norms the block folds into its convolution for inference and, in training, may run in NCHW.
+# The batch norms the block folds into its convolution for inference.
 _BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
 # Activations applied in place without a module call (the block creates them with inplace=True).
@@ -219,8 +189,3 @@ _INPLACE_ACTS: dict[type, Callable[[Tensor], Tensor]] = {
     nn.ReLU6: lambda t: F.hardtanh_(t, 0.0, 6.0),
     nn.Identity: lambda t: t,
 }
-
-
-def _tracing() -> bool:
-    """torch.compile, torch.export and torch.jit.trace see the modules as they are (and export them as such)."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .paths import WEIGHT_CACHES, path_weights, pooled_conv2d
-from .resample import CHANNELS_LAST, add_upsampled_, pool2x
+from . import cpu_fast
+from .paths import WEIGHT_CACHES, path_weights
+from .resample import add_upsampled, pool2x
 
 __all__ = ["OctaveTensor", "OctConv2d", "split_channels", "check_alpha", "low_size"]
 
@@ -71,15 +72,16 @@ class OctConv2d(nn.Module):
     Depthwise (``groups == in_channels == out_channels`` with ``alpha_in == alpha_out``) keeps only h2h and
     l2l, each depthwise on its own branch.
 
-    The forward computes Eq. 1-2 (``octzoo.bench.naive`` is the path-by-path reference) in the way that is
-    fastest in eager PyTorch on the CPU: octave maps in channels_last, the upsampled l2h output added in
-    place without being materialised, l2h and l2l as one convolution at stride 1, h2l's pooled input not kept
-    for backward, and the prepared weights cached for inference (``clear_weight_cache``). Octave outputs are
-    channels_last; a plain output (``alpha_out == 0``) has the layout of the layer's weights, so that plain
-    layers after it run as in the plain network, unless ``plain_output_format`` names another.
+    Two paths compute the same function. The definition (Eq. 1-2 in plain ATen operators: conv2d, avg_pool2d,
+    a nearest-upsample add, in the input's layout) runs on GPUs and under torch.compile, torch.export, ONNX
+    export, TorchScript and FX. On the CPU in eager mode the fast path of :mod:`octzoo.layers.cpu_fast` runs
+    instead (channels_last octave maps, cached prepared weights, a memory-saving pooled convolution); its
+    octave outputs are channels_last, and a plain output (``alpha_out == 0``) has the layout of the layer's
+    weights unless ``plain_output_format`` names another. ``octzoo.layers.cpu_fast_path(False)`` selects the
+    definition on the CPU too.
     """
 
-    # Set by a model whose layers after this one work in that layout (see MobileNetV2's inverted residuals).
+    # CPU fast path: set by a model whose layers after this one work in that layout (MobileNetV2's inverted residuals).
     plain_output_format: torch.memory_format | None = None
 
     def __init__(
@@ -196,62 +198,59 @@ class OctConv2d(nn.Module):
         x_h, x_l = self._split_input(x)
         if self.plain:
             return self.h2h(x_h)
-        return self._octave_forward(x_h, x_l, path_weights(self))
+        if cpu_fast.fast_path_active(x_h):
+            return _octave_output(cpu_fast.octave_forward(self, x_h, x_l, path_weights(self, fast=True)))
+        return self._definition(x_h, x_l)
 
     def forward_folded(self, x, norms: tuple[nn.Module, nn.Module | None]) -> Tensor | OctaveTensor:
         """Inference only: this layer followed by the eval-mode batch norms ``norms`` of its (high, low) outputs,
         run as the layer alone on weights with the norms folded in (cached like the plain weights)."""
         x_h, x_l = self._split_input(x)
-        w = path_weights(self, norms)
+        fast = cpu_fast.fast_path_active(x_h)
+        w = path_weights(self, norms, fast=fast and not self.plain)
         if self.plain:
             weight, bias, groups = w["h2h"]
             return F.conv2d(x_h, weight, bias, self.stride, self.padding, self.dilation, groups)
-        return self._octave_forward(x_h, x_l, w)
+        if fast:
+            return _octave_output(cpu_fast.octave_forward(self, x_h, x_l, w))
+        return self._definition(x_h, x_l, w)
 
-    def _octave_forward(self, x_h: Tensor, x_l: Tensor | None, w) -> Tensor | OctaveTensor:
-        # Octave maps live in channels_last: oneDNN's preferred layout, and the one in which pooling and the
-        # upsample-add vectorise over channels (no copy when the map already is, as between octave layers).
-        x_h = x_h.contiguous(memory_format=CHANNELS_LAST)
+    def _definition(self, x_h: Tensor, x_l: Tensor | None, w=None) -> Tensor | OctaveTensor:
+        """Eq. 1-2 path by path in plain ATen operators, in the input's layout: the path on GPUs and under
+        tracing, compiling and export. ``w`` replaces the paths' weights (folded norms); else the path modules
+        run, so that hooks and FX see them."""
+
+        def conv(name: str, x: Tensor) -> Tensor:
+            if w is None:
+                return getattr(self, name)(x)
+            weight, bias, groups = w[name]
+            return F.conv2d(x, weight, bias, 1, self.padding, self.dilation, groups)
+
         if self.stride == 2:
-            x_h = pool2x(x_h)  # (N, C_h, ceil(H/2), ceil(W/2)): pool before conv (paper Table 3)
-        y_h = self._conv(x_h, *w["h2h"])
-        y_ll = None
-        if x_l is not None:
-            x_l = x_l.contiguous(memory_format=CHANNELS_LAST)
-            if "l2h+l2l" in w:  # stride 1: one conv for both paths that read x_l, (N, C_h + C_l, H/2, W/2)
-                y_lh, y_ll = self._conv(x_l, *w["l2h+l2l"]).split(self.out_split, dim=1)
-                y_h = add_upsampled_(y_h, y_lh)
-            elif "l2h" in w:  # from the un-pooled low map: at stride 2 it already has y_h's size
-                y_lh = self._conv(x_l, *w["l2h"])
-                y_h = y_h.add_(y_lh) if self.stride == 2 else add_upsampled_(y_h, y_lh)
-            if self.stride == 2:
-                x_l = pool2x(x_l)  # (N, C_l, ceil(H/4), ceil(W/4))
+            x_h = pool2x(x_h)  # pool before conv (paper Table 3)
+        y_h = conv("h2h", x_h)
+        if self.l2h is not None:  # from the un-pooled low map: at stride 2 it already has y_h's size
+            y_lh = conv("l2h", x_l)
+            y_h = y_h + y_lh if self.stride == 2 else add_upsampled(y_h, y_lh)
         if self.out_split[1] == 0:
-            # a plain output keeps the layout of the model's weights (NCHW unless converted to channels_last)
-            return y_h.contiguous(memory_format=self._plain_layout())
-        if y_ll is None and "l2l" in w:
-            y_ll = self._conv(x_l, *w["l2l"])
-        if "h2l" not in w:
-            return OctaveTensor(y_h, y_ll)
-        y_hl = pooled_conv2d(x_h, *w["h2l"][:2], self.padding, self.dilation, w["h2l"][2])  # (N, C_l, H/2, W/2)
-        return OctaveTensor(y_h, y_hl if y_ll is None else y_hl.add_(y_ll))
-
-    def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> Tensor:
-        return F.conv2d(x, weight, bias, 1, self.padding, self.dilation, groups)
-
-    def _plain_layout(self) -> torch.memory_format:
-        if self.plain_output_format is not None:
-            return self.plain_output_format
-        w = self.h2h.weight  # (C_out, C_in, k, k); channels_last strides put C_in innermost
-        return CHANNELS_LAST if w.stride(1) == 1 and w.stride(-1) != 1 else torch.contiguous_format
+            return y_h
+        y_l = None if self.h2l is None else conv("h2l", pool2x(x_h))  # at stride 2: x_h pooled twice
+        if self.l2l is not None:
+            y_ll = conv("l2l", pool2x(x_l) if self.stride == 2 else x_l)
+            y_l = y_ll if y_l is None else y_l + y_ll
+        return OctaveTensor(y_h, y_l)
 
     def clear_weight_cache(self) -> None:
         """Drop the weights cached for inference (needed only after in-place writes through ``.data``)."""
-        for name in WEIGHT_CACHES:
+        for name in WEIGHT_CACHES.values():
             self.__dict__.pop(name, None)
 
     def __getstate__(self):
         state = super().__getstate__()
-        for name in WEIGHT_CACHES:
+        for name in WEIGHT_CACHES.values():
             state.pop(name, None)  # derived from the parameters: never pickled or deep-copied
         return state
+
+
+def _octave_output(y: Tensor | tuple[Tensor, Tensor]) -> Tensor | OctaveTensor:
+    return y if isinstance(y, Tensor) else OctaveTensor(*y)

@@ -1,31 +1,36 @@
-"""The convolutions of OctConv2d's forward: its paths' weights as the forward uses them, and the h2l conv.
+"""OctConv2d's paths' weights as a forward runs them: (weight, bias, groups) per convolution.
 
-- ``path_weights``: (weight, bias, groups) per convolution the forward runs. Octave layers' weights are
-  channels_last (the layout of the octave maps; a no-op for 1x1 and depthwise kernels). At stride 1, l2h and
-  l2l read the same input and run as one convolution on their weights concatenated along the output channels.
-  For inference, eval-mode batch norms after the layer can be folded into the weights and biases. Without
-  autograd the result is cached on the layer, keyed on the tensors' storages and version counters.
-- ``pooled_conv2d``: ``conv2d(pool2x(x))`` for h2l that keeps ``x``, not the pooled map, for backward.
+- For inference, eval-mode batch norms after the layer can be folded into the weights and biases (any device,
+  either path).
+- For the CPU fast path (``fast=True``), octave layers' weights are channels_last (the layout of its octave
+  maps; a no-op for 1x1 and depthwise kernels), and at stride 1 l2h and l2l, which read the same input, run as
+  one convolution on their weights concatenated along the output channels.
+
+Without autograd the result is cached on the layer, keyed on the tensors' storages and version counters.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .resample import CHANNELS_LAST, pool2x, pool2x_backward
+from .resample import CHANNELS_LAST
 
-__all__ = ["path_weights", "pooled_conv2d", "WEIGHT_CACHES"]
+__all__ = ["path_weights", "WEIGHT_CACHES"]
 
 PathWeights = dict[str, tuple[Tensor, Tensor | None, int]]
 Norms = tuple[nn.Module, nn.Module | None]  # eval-mode batch norms of the (high, low) outputs
 
-WEIGHT_CACHES = ("_weight_cache", "_folded_weight_cache")  # attributes of a layer that hold prepared weights
+# attributes of a layer that hold prepared weights, by (fast, folded)
+WEIGHT_CACHES = {
+    (True, False): "_weight_cache",
+    (True, True): "_folded_weight_cache",
+    (False, True): "_definition_folded_weight_cache",
+}
 
 
-def path_weights(layer: nn.Module, norms: Norms | None = None) -> PathWeights:
-    """The weights of ``layer``'s convolutions, keyed "h2h", "h2l", "l2h", "l2l" or "l2h+l2l".
+def path_weights(layer: nn.Module, norms: Norms | None = None, fast: bool = False) -> PathWeights:
+    """The weights of ``layer``'s convolutions, keyed "h2h", "h2l", "l2h", "l2l" (and "l2h+l2l" if ``fast``).
 
     With ``norms`` (inference only), the eval-mode batch norms of the high and low outputs are folded in: each
     path's kernel is scaled by its output branch's ``weight / sqrt(running_var + eps)`` and the branch's shift
@@ -36,15 +41,15 @@ def path_weights(layer: nn.Module, norms: Norms | None = None) -> PathWeights:
     running statistics, edits under ``torch.no_grad()``) bumps a version counter and any replacement
     (``.to()``, ``.double()``) changes a storage, and either rebuilds them. Writes through ``.data`` are
     invisible to both; after those call ``layer.clear_weight_cache()``. Reusing the copies saves about 4 % of
-    a batch-1 Oct-ResNet-50 forward.
+    a batch-1 Oct-ResNet-50 forward on the CPU.
     """
     if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return _build(layer, norms)  # torch.compile and torch.jit.trace record the copies in their graphs instead
+        return _build(layer, norms, fast)  # torch.compile and torch.jit.trace record the copies in their graphs
     key = _cache_key(layer, norms)
-    name = WEIGHT_CACHES[norms is not None]
+    name = WEIGHT_CACHES[fast, norms is not None]
     cache = layer.__dict__.get(name)
     if cache is None or cache[0] != key:
-        cache = layer.__dict__[name] = (key, _build(layer, norms))
+        cache = layer.__dict__[name] = (key, _build(layer, norms, fast))
     return cache[1]
 
 
@@ -74,15 +79,11 @@ def _convs(layer: nn.Module) -> dict[str, nn.Conv2d]:
     return {name: conv for name, conv in convs.items() if conv is not None}
 
 
-def _norm_tensors(norm: nn.Module) -> tuple[Tensor | None, ...]:
-    return norm.weight, norm.bias, norm.running_mean, norm.running_var
-
-
-def _build(layer: nn.Module, norms: Norms | None = None) -> PathWeights:
+def _build(layer: nn.Module, norms: Norms | None, fast: bool) -> PathWeights:
     w = {name: (conv.weight, conv.bias, conv.groups) for name, conv in _convs(layer).items()}
     if norms is not None:
         w = _fold_norms(w, norms)
-    if layer.plain:
+    if layer.plain or not fast:
         return w  # one convolution, run in the layout of the model's weights
     if layer.stride == 1 and layer.groups == 1 and "l2h" in w and "l2l" in w:
         (w_lh, b_lh, _), (w_ll, b_ll, _) = w.pop("l2h"), w.pop("l2l")
@@ -121,47 +122,3 @@ def _fold_norms(w: PathWeights, norms: Norms) -> PathWeights:
             bias = shift.to(weight.dtype) if name == shift_path else None
             folded[name] = ((weight.to(dtype) * scale[:, None, None, None]).to(weight.dtype), bias, groups)
     return folded
-
-
-def pooled_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, padding, dilation, groups: int) -> Tensor:
-    """``F.conv2d(pool2x(x), weight, bias)`` at stride 1; under autograd the pooled map is not stored."""
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return _PooledConv.apply(x, weight, bias, padding, dilation, groups)
-    return F.conv2d(pool2x(x), weight, bias, 1, padding, dilation, groups)
-
-
-class _PooledConv(torch.autograd.Function):
-    """h2l's pool + conv, saving only ``x`` (which h2h saves anyway) and pooling it again in backward.
-
-    Storing the pooled map would add a quarter of the high branch to every layer's training memory (at
-    alpha .5 that is 0.125 of the plain layer's activations against the 0.625 the octave maps take).
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, padding, dilation, groups):
-        ctx.save_for_backward(x, weight)
-        ctx.conf = (padding, dilation, groups, bias is not None)
-        return F.conv2d(pool2x(x), weight, bias, 1, padding, dilation, groups)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        padding, dilation, groups, has_bias = ctx.conf
-        dtype = grad.dtype  # the forward's conv dtype (bfloat16 under autocast) for the conv's backward
-        pooled = pool2x(x).to(dtype)  # (N, C, ceil(H/2), ceil(W/2)), recomputed: one cheap pass over x
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_p, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad, pooled, weight.to(dtype), [weight.shape[0]] if has_bias else None,
-            [1, 1], _pair(padding), _pair(dilation), False, [0, 0], groups, [need_x, need_w, need_b and has_bias],
-        )  # fmt: skip
-        grad_x = None
-        if need_x:
-            grad_p = grad_p.to(x.dtype)
-            grad_x = pool2x_backward(grad_p, x)
-        grad_w = None if grad_w is None else grad_w.to(weight.dtype)
-        return grad_x, grad_w, None if grad_b is None else grad_b.to(weight.dtype), None, None, None
-
-
-def _pair(v) -> list[int]:
-    return list(v) if isinstance(v, (tuple, list)) else [v, v]

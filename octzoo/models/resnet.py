@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import OctaveTensor, OctConvNormAct, OctMap, check_alpha, convert_alpha, oct_add, oct_apply
+from ..layers.cpu_fast import fast_path_active
 from ..layers.octconv import split_channels
 from ..layers.resample import is_channels_last
 from ._common import (
@@ -37,7 +38,7 @@ __all__ = ["ResNet", "BasicBlock", "Bottleneck", "StemMaxPool2d"]
 
 
 class StemMaxPool2d(nn.MaxPool2d):
-    """The ImageNet stem's 3x3/2 max-pool; without autograd on the CPU it pools in channels_last.
+    """The ImageNet stem's 3x3/2 max-pool; on the CPU fast path, without autograd, it pools in channels_last.
 
     PyTorch's NCHW max-pool kernel is slow on the CPU: a (1, 64, 112, 112) map took 6.8 ms in NCHW and 0.4 ms
     in channels_last (one thread), so converting there and back is 3x faster at batch 1 and 8 and takes 4-7 ms
@@ -53,7 +54,7 @@ class StemMaxPool2d(nn.MaxPool2d):
 
     def forward(self, x: Tensor) -> Tensor:
         if (
-            x.device.type != "cpu"
+            not fast_path_active(x)
             or x.dim() != 4
             or is_channels_last(x)
             or (torch.is_grad_enabled() and x.requires_grad)
