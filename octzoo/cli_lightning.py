@@ -6,7 +6,9 @@ Beyond LightningCLI's own behaviour (repeated ``--config`` files that compose, `
 - a config file may name the files it builds on in ``_base_`` (a path or a list, relative to the file);
   ``--config leaf.yaml`` then reads as ``--config base.yaml --config leaf.yaml``, recursively;
 
-- ``data.num_classes`` is linked to ``model.num_classes``;
+- ``data.num_classes`` is linked to ``model.num_classes``, and ``data.drop_last`` to ``model.compile``: a compiled
+  network trains on whole batches only (one batch shape, one compiled graph), while an eager run keeps every
+  image of the epoch, as the published recipes were trained;
 - a CSV logger whose ``name`` is ``auto`` is named after the model and alpha (``oct_resnet20_a0.25``), and
   a W&B logger gets its group and tags from them, so every run has its own ``version_N`` folder;
 - ``fit --ckpt_path <run>/checkpoints/last.ckpt`` resumes in the same run folder and the same W&B run;
@@ -33,6 +35,7 @@ __all__ = ["OctzooCLI", "main"]
 class OctzooCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("model.compile", "data.init_args.drop_last", compute_fn=drop_last_when_compiled)
         parser.add_argument("--test_after_fit", type=bool, default=False, help="test the best checkpoint after fit")
 
     def _loggers(self, cfg) -> list:
@@ -94,6 +97,11 @@ class OctzooCLI(LightningCLI):
                 f"{info['model']} (alpha {info['alpha']:g}): {info['params'] / 1e6:.3f} M params, "
                 f"{info['macs'] / 1e6:.2f} M MACs, test top-1 {100 * results[0]['test/acc1']:.2f} %"
             )
+
+
+def drop_last_when_compiled(compile: bool | str) -> bool:
+    """``data.drop_last`` from ``model.compile``: true for any compile mode."""
+    return compile is not False
 
 
 def expand_bases(argv: Sequence[str]) -> list[str]:

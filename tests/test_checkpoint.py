@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.serialization
 from conftest import REPO_ROOT, quiet_trainer, write_cifar_pickles
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from octzoo.data import CIFAR10DataModule
@@ -140,6 +140,14 @@ def test_the_shipped_configs_write_atomically_reseed_and_checkpoint_mid_epoch(tm
 # -- a non-finite loss --------------------------------------------------------------------------------------------
 
 
+def _parameters(model: ImageClassifier) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def _same_parameters(model: ImageClassifier, state: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(value, state[name]) for name, value in model.named_parameters())
+
+
 def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     every_step = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True, save_top_k=0, every_n_train_steps=1)
     trainer = quiet_trainer(
@@ -148,14 +156,51 @@ def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpo
     model = ImageClassifier("resnet20", scheduler="none")
     L.seed_everything(0)
     with pytest.raises(FloatingPointError, match=r"at global step 2 \(epoch 0, batch 2\).* resume from the last good"):
-        trainer.fit(model, OrderedData(poison=9))  # image 9 is in the third batch
+        trainer.fit(model, OrderedData(poison=9))  # image 9 is in the third batch; read before its checkpoint
     assert not _finite(model.state_dict())  # the poisoned forward reached the running BN statistics in memory
     last = torch.load(tmp_path / "ckpts" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == 2 and _finite(last["state_dict"])  # the checkpoint after the last good step
+    assert _same_parameters(model, last["state_dict"])
     resumed = ImageClassifier.load_from_checkpoint(tmp_path / "ckpts" / "last.ckpt")
     with torch.no_grad():
         assert torch.isfinite(resumed.eval()(torch.randn(2, 3, 8, 8))).all()
     assert _tmp_files(tmp_path / "ckpts") == []
+
+
+class PoisonAt(Callback):
+    """Puts a NaN into the batches of the given global steps, and keeps the weights before each step."""
+
+    def __init__(self, *steps: int) -> None:
+        self.steps, self.before = steps, {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.before[trainer.global_step] = _parameters(pl_module)
+        if trainer.global_step in self.steps:
+            batch[0][0, 0, 0, 0] = float("nan")
+
+
+def test_a_non_finite_loss_read_at_the_next_log_step_names_the_first_bad_step(tmp_path):
+    # 4 steps an epoch; last.ckpt and the read of the record (at the steps Lightning logs) every 4 steps
+    every_4 = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True, save_top_k=0, every_n_train_steps=4)
+    poison = PoisonAt(4, 6)  # epoch 1, batches 0 and 2; batch 1 is clean
+    trainer = quiet_trainer(
+        tmp_path,
+        epochs=3,
+        log_every_n_steps=4,
+        limit_val_batches=0,
+        enable_checkpointing=True,
+        callbacks=[poison, every_4],
+    )
+    model = ImageClassifier("resnet20", lr=0.05, scheduler="none")
+    L.seed_everything(0)
+    with pytest.raises(FloatingPointError, match=r"loss \(nan\) at global step 4 \(epoch 1, batch 0\); its update"):
+        trainer.fit(model, OrderedData())
+    assert sorted(poison.before) == list(range(8))  # stopped in step 7, where the record was read
+    assert not _same_parameters(model, poison.before[3])  # step 3 trained; step 4 and every step after it were undone
+    assert all(_same_parameters(model, poison.before[step]) for step in (4, 5, 6, 7))
+    last = torch.load(tmp_path / "ckpts" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 4 and _finite(last["state_dict"])  # the last good save, before the bad step
+    assert _same_parameters(model, last["state_dict"])
 
 
 # -- exact resume -------------------------------------------------------------------------------------------------

@@ -1,20 +1,30 @@
-"""ImageClassifier: optimisation recipes, schedules, mixing, precision and checkpoints, on tiny random data."""
+"""ImageClassifier: optimisation recipes, schedules, mixing, precision, checkpoints and compilation, on tiny random
+data."""
 
+import copy
 import logging
 import math
+import pickle
 
 import lightning as L
 import pytest
 import torch
-from conftest import quiet_trainer
-from lightning.pytorch.callbacks import Callback
+from conftest import REPO_ROOT, quiet_trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, StochasticWeightAveraging
 from safetensors.torch import save_file
+from torch import Tensor
+from torch._dynamo.backends.debugging import aot_eager
+from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader, TensorDataset
 
 import octzoo
 import octzoo.training.bf16
 import octzoo.training.module
+from octzoo.cli_lightning import OctzooCLI, expand_bases
+from octzoo.data import CIFAR10DataModule, ImageNetDataModule
+from octzoo.data.sampler import EpochBatchSampler
 from octzoo.training import ImageClassifier
+from octzoo.training.module import COMPILE_MODES
 
 
 class TinyData(L.LightningDataModule):
@@ -165,10 +175,11 @@ def test_cpu_bf16_probe_matches_the_cpu_flags():
 
 def test_metrics_are_logged_per_stage(tmp_path):
     model = ImageClassifier("resnet20")
-    trainer = quiet_trainer(tmp_path, epochs=1)
+    trainer = quiet_trainer(tmp_path, epochs=1, log_every_n_steps=2)
     trainer.fit(model, TinyData())
     for key in ("train/loss", "train/acc1", "train/lr", "val/loss", "val/acc1", "val/acc5"):
         assert key in trainer.logged_metrics, key
+    assert set(trainer.progress_bar_metrics) == {"loss", "val/acc1"}
     assert float(trainer.logged_metrics["val/acc1"]) <= float(trainer.logged_metrics["val/acc5"]) <= 1
     trainer.test(model, TinyData())
     assert {"test/loss", "test/acc1", "test/acc5"} <= set(trainer.logged_metrics)
@@ -224,9 +235,201 @@ def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path):
     data = TinyData()
     data.ds.tensors[0][5] = float("nan")  # one poisoned image in the second batch of 4
     model = ImageClassifier("resnet20", scheduler="none")
-    trainer = quiet_trainer(tmp_path, epochs=1, limit_val_batches=0)
+    trainer = quiet_trainer(tmp_path, epochs=1, limit_val_batches=0)  # read at the end of the epoch
     with pytest.raises(
-        FloatingPointError, match=r"non-finite training loss .* at global step \d+ \(epoch 0, batch \d\)"
+        FloatingPointError, match=r"non-finite training loss \(nan\) at global step \d+ \(epoch 0, batch \d\)"
     ):
         L.seed_everything(0)
         trainer.fit(model, data)
+
+
+# -- no host sync per step ----------------------------------------------------------------------------------------
+
+
+class HostReads(TorchFunctionMode):
+    """Counts the reads of tensor values by the host: each one waits for the device on an accelerator."""
+
+    READS = frozenset({Tensor.item, Tensor.__bool__, Tensor.__float__, Tensor.__int__, Tensor.tolist, Tensor.cpu})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += func in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+class CountingClassifier(ImageClassifier):
+    """Counts the host reads of each whole step: training_step, backward and the optimiser (Lightning's closure)."""
+
+    def optimizer_step(self, *args, **kwargs):
+        step = self.global_step
+        with HostReads() as reads:
+            super().optimizer_step(*args, **kwargs)
+        self.reads[step] = reads.count
+
+
+class LossTrace(Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+
+def test_a_training_step_reads_nothing_back_from_the_device_between_log_steps(tmp_path):
+    model = CountingClassifier("resnet20", lr=0.05, scheduler="none")
+    model.reads = {}
+    trace = LossTrace()
+    trainer = quiet_trainer(tmp_path, epochs=2, log_every_n_steps=3, limit_val_batches=0, callbacks=[trace])
+    trainer.fit(model, TinyData())
+    # 8 steps; Lightning writes the metrics of steps 2 and 5, where the record of non-finite losses is read and the
+    # progress bar's loss is copied to the host
+    assert sorted(model.reads) == list(range(8))
+    assert [s for s, n in model.reads.items() if n] == [2, 5]
+    assert set(trainer.progress_bar_metrics) == {"loss"}  # a host copy: the bar reads no device tensor
+    assert trainer.progress_bar_metrics["loss"] == pytest.approx(trace.losses[5])
+    assert float(trainer.logged_metrics["train/loss"]) == pytest.approx(trace.losses[7])  # every step's loss
+
+
+# -- compilation --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compile", [1, 0, None, "true", "default", "max-autotune"])
+def test_compile_takes_a_bool_or_a_mode(compile):
+    with pytest.raises(ValueError, match=r"compile=.*: use false, true .* 'reduce-overhead', 'max-autotune-no-cu"):
+        ImageClassifier("resnet20", compile=compile)
+
+
+def test_compile_accepts_its_modes():
+    for compile in (False, True, *COMPILE_MODES):
+        assert ImageClassifier("resnet20", compile=compile).hparams.compile == compile
+
+
+class RecordingBackend:
+    """A torch.compile backend that keeps the graphs dynamo captured and runs them through AOTAutograd without code
+    generation (inductor's code generation is heavy for a small CPU: the slow test below runs it)."""
+
+    def __init__(self):
+        self.graphs = []
+
+    def __call__(self, gm, example_inputs):
+        self.graphs.append(gm)
+        return aot_eager(gm, example_inputs)
+
+
+class CopiesMidFit(Callback):
+    """Deep-copies and pickles the module at every training batch, as weight averaging and process launchers do;
+    notes whether the network ran compiled."""
+
+    def __init__(self):
+        self.compiled = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.compiled.append(pl_module._compiled is not None)
+        assert "_compiled" not in dict(pl_module.named_modules())
+        for clone in (copy.deepcopy(pl_module), pickle.loads(pickle.dumps(pl_module))):
+            assert clone._compiled is None  # an eager copy; its next fit compiles its own
+            assert clone.state_dict().keys() == pl_module.state_dict().keys()
+
+
+def _predict(model: ImageClassifier) -> Tensor:
+    with torch.no_grad():
+        return model.eval()(torch.linspace(-1, 1, 2 * 3 * 8 * 8).view(2, 3, 8, 8))
+
+
+def test_a_compiled_fit_resumes_an_eager_run_and_checkpoints_plain_keys(tmp_path, monkeypatch):
+    backend = RecordingBackend()
+    monkeypatch.setattr(ImageClassifier, "_compile_backend", backend)
+    L.seed_everything(0)
+    eager = ImageClassifier("resnet20", scheduler="none")
+    first = ModelCheckpoint(tmp_path / "ckpts", save_last=True, save_top_k=0)
+    quiet_trainer(tmp_path, epochs=1, limit_val_batches=0, enable_checkpointing=True, callbacks=[first]).fit(
+        eager, TinyData()
+    )
+    assert not backend.graphs
+
+    # the eager run's last.ckpt resumes compiled, with weight averaging, which deep-copies the module at fit start
+    model = ImageClassifier("resnet20", compile=True, scheduler="none")
+    second = ModelCheckpoint(tmp_path / "ckpts", save_last=True, save_top_k=0)
+    copies = CopiesMidFit()
+    callbacks = [copies, StochasticWeightAveraging(0.01, swa_epoch_start=1), second]
+    trainer = quiet_trainer(tmp_path, epochs=2, limit_val_batches=0, enable_checkpointing=True, callbacks=callbacks)
+    trainer.fit(model, TinyData(), ckpt_path=tmp_path / "ckpts" / "last.ckpt")
+    # epoch 1 ran compiled (one graph); the averaging's batch-norm statistics pass after it ran eagerly
+    assert copies.compiled == [True] * 4 + [False] * 4 and len(backend.graphs) == 1
+    assert model._compiled is None  # the end of the fit let it go
+    assert list(model.state_dict()) == list(eager.state_dict())
+    saved = torch.load(tmp_path / "ckpts" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert list(saved) == list(eager.state_dict())  # model.*, no _orig_mod
+    assert not torch.equal(saved["model.fc.weight"], eager.state_dict()["model.fc.weight"])  # it trained on
+
+    # and the compiled run's checkpoint loads into an eager model
+    loaded = ImageClassifier.load_from_checkpoint(tmp_path / "ckpts" / "last.ckpt", compile=False)
+    assert torch.equal(_predict(loaded), _predict(model))
+
+
+def test_compile_says_it_is_not_applied_under_the_bf16_emulation(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(octzoo.training.module, "cpu_has_fast_bf16", lambda: False)
+    backend = RecordingBackend()
+    monkeypatch.setattr(ImageClassifier, "_compile_backend", backend)
+    model = ImageClassifier("resnet20", compile=True)
+    with caplog.at_level(logging.INFO):
+        quiet_trainer(tmp_path, epochs=1, precision="bf16-mixed", limit_val_batches=0).fit(model, TinyData())
+    assert "compile is not applied under the bfloat16 emulation" in caplog.text and not backend.graphs
+
+
+@pytest.mark.slow
+def test_an_inductor_compiled_fit_matches_the_eager_fit(tmp_path):
+    weights = []
+    for compile in (False, True):
+        L.seed_everything(0)
+        model = ImageClassifier("resnet20", compile=compile, scheduler="none", lr=0.05)
+        copies = CopiesMidFit()
+        quiet_trainer(tmp_path, epochs=1, limit_val_batches=1, callbacks=[copies]).fit(model, TinyData())
+        assert copies.compiled == [compile] * 4
+        weights.append(model.state_dict())
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=1e-3, atol=1e-4, msg=name)
+
+
+# -- one batch shape when compiled: drop_last -----------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+@pytest.mark.parametrize(
+    ("args", "compile", "drop_last"),
+    [
+        ([], False, False),
+        (["--model.compile", "true"], True, True),
+        (["--model.compile=reduce-overhead"], "reduce-overhead", True),
+    ],
+)
+def test_the_cli_drops_the_last_training_batch_only_when_compiling(tmp_path, args, compile, drop_last):
+    config = REPO_ROOT / "configs/cifar10/resnet20.yaml"
+    args = ["--config", str(config), "--data.data_dir", str(tmp_path), "--trainer.logger", "false", *args]
+    cli = OctzooCLI(
+        ImageClassifier, run=False, args=expand_bases(args), subclass_mode_data=True, auto_configure_optimizers=False
+    )
+    assert cli.model.hparams.compile == compile and cli.datamodule.hparams.drop_last is drop_last
+
+
+def test_cifar_drops_the_last_short_training_batch_when_asked(cifar10_pickles, tmp_path):
+    for drop_last, sizes in ((False, [16] * 6 + [4]), (True, [16] * 6)):  # 100 training images
+        dm = CIFAR10DataModule(str(cifar10_pickles), batch_size=16, cache_dir=str(tmp_path), drop_last=drop_last)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        assert len(loader) == len(sizes) and [len(batch[1]) for batch in loader] == sizes
+        assert [len(y) for _, y in dm.val_dataloader()] == [16, 14]  # evaluation keeps every image
+    with pytest.raises(ValueError, match="leaves no batch: 10 images per rank and batch_size 16; lower the batch"):
+        EpochBatchSampler(10, 16, drop_last_batch=True)
+
+
+def test_imagenet_drops_the_last_training_batch_when_asked(tmp_path):
+    images = TensorDataset(torch.zeros(10, 3, 4, 4, dtype=torch.uint8), torch.zeros(10, dtype=torch.long))
+    for drop_last in (False, True):
+        dm = ImageNetDataModule(str(tmp_path), batch_size=4, num_workers=0, drop_last=drop_last)
+        dm.train_dataset = dm.val_dataset = images
+        assert dm.train_dataloader().drop_last is drop_last and len(dm.train_dataloader()) == (2 if drop_last else 3)
+        assert dm.val_dataloader().drop_last is False

@@ -39,7 +39,8 @@ class CIFAR10DataModule(L.LightningDataModule):
     device (``augment``: "none", "standard" = 4-pixel pad + random crop + flip, "cutout", "autoaugment") and
     normalises every batch with ``mean``/``std``. A training batch's augmentation depends only on ``seed`` and
     its place (epoch, rank, index), and the order on ``seed`` + epoch, so runs are reproducible and
-    ``state_dict``/``load_state_dict`` can resume mid-epoch.
+    ``state_dict``/``load_state_dict`` can resume mid-epoch. ``drop_last`` leaves out the last, smaller training
+    batch of each epoch (the CLI sets it when ``model.compile`` is on, so that the compiled step sees one shape).
 
     ``val_split`` (a count, or a fraction of the training set) holds out a validation set drawn with ``seed``;
     with 0 the validation loop runs on the test set, as CIFAR papers report. ``on_bad_image``: "fail" raises
@@ -66,6 +67,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         augment: Literal["none", "standard", "cutout", "autoaugment"] = "standard",
         on_bad_image: Literal["fail", "skip"] = "fail",
         cache_dir: str | None = None,
+        drop_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -170,7 +172,12 @@ class CIFAR10DataModule(L.LightningDataModule):
         dataset = self._require(self.train_dataset)
         dist = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
         sampler = EpochBatchSampler(
-            len(dataset), self.batch_size, self.seed, dist.get("num_replicas", 1), dist.get("rank", 0)
+            len(dataset),
+            self.batch_size,
+            self.seed,
+            dist.get("num_replicas", 1),
+            dist.get("rank", 0),
+            drop_last_batch=self.hparams.drop_last,
         )
         if self._resume is not None:
             sampler.resume(*self._resume)

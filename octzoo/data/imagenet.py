@@ -28,7 +28,9 @@ class ImageNetDataModule(L.LightningDataModule):
     normalises them with the ImageNet ``mean``/``std`` on the device. Every file is opened as RGB whatever its
     mode (grayscale, CMYK, palette, RGBA) and size; ``on_bad_image``: "fail" raises naming an unreadable file,
     "skip" drops it from its batch with a warning and counts it (``skipped``). The test and predict loaders
-    use the validation images (ImageNet's test labels are not public).
+    use the validation images (ImageNet's test labels are not public). ``drop_last`` leaves out the last, smaller
+    training batch of each epoch (the CLI sets it when ``model.compile`` is on, so that the compiled step sees one
+    shape).
     """
 
     name = "imagenet"
@@ -47,6 +49,7 @@ class ImageNetDataModule(L.LightningDataModule):
         color_jitter: float = 0.0,
         num_classes: int = 1000,
         on_bad_image: Literal["fail", "skip"] = "fail",
+        drop_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -95,7 +98,7 @@ class ImageNetDataModule(L.LightningDataModule):
             self.val_dataset = ImageFileDataset(samples["val"], self.transforms(False), policy)
         check_model_classes(self.trainer, len(self.classes), f"ImageNet in {self.data_dir}")
 
-    def _loader(self, dataset: ImageFileDataset | None, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: ImageFileDataset | None, shuffle: bool, drop_last: bool = False) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
         workers, persistent = self.hparams.num_workers, self.hparams.persistent_workers
@@ -103,6 +106,7 @@ class ImageNetDataModule(L.LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            drop_last=drop_last,
             num_workers=workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=workers > 0 and (persistent is None or persistent),
@@ -111,7 +115,7 @@ class ImageNetDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches of uint8 crops (Lightning adds a DistributedSampler under DDP)."""
-        return self._loader(self.train_dataset, shuffle=True)
+        return self._loader(self.train_dataset, shuffle=True, drop_last=self.hparams.drop_last)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches of uint8 centre crops."""

@@ -60,21 +60,37 @@ class EpochBatchSampler(DistributedSampler):
     """Yields ``(indices, (epoch, rank, batch))`` for every training batch of one rank.
 
     The order is ``DistributedSampler``'s: a permutation drawn from ``seed + epoch``, padded to a multiple of
-    ``num_replicas`` and split over ranks; it is then cut into batches (the last one may be short). Being a
+    ``num_replicas`` and split over ranks; it is then cut into batches (the last one may be short, or is left out
+    with ``drop_last_batch``: then every batch has ``batch_size`` images). Being a
     ``DistributedSampler``, Lightning does not wrap it under DDP. ``set_epoch`` picks the epoch (Lightning calls
     it each epoch; a full pass also moves on to the next). ``resume(epoch, served)`` makes the next pass over
     ``epoch`` skip its first ``served`` batches; ``len`` stays the full epoch, as Lightning's progress counters
     expect.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last_batch: bool = False,
+    ) -> None:
         super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.batch_size = batch_size
+        if drop_last_batch and self.num_samples < batch_size:
+            raise ValueError(
+                f"dropping the last, smaller batch leaves no batch: {self.num_samples} images per rank and "
+                f"batch_size {batch_size}; lower the batch size"
+            )
+        self.batch_size, self.drop_last_batch = batch_size, drop_last_batch
         self._resume: tuple[int, int] | None = None
 
     def __len__(self) -> int:
+        if self.drop_last_batch:
+            return self.num_samples // self.batch_size
         return -(-self.num_samples // self.batch_size)
 
     def resume(self, epoch: int, served: int) -> None:

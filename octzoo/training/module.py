@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
@@ -17,7 +18,10 @@ from ..models import create_model
 from ..profile import profile
 from .bf16 import BF16Emulation, cpu_has_fast_bf16
 
-__all__ = ["ImageClassifier"]
+__all__ = ["COMPILE_MODES", "ImageClassifier"]
+
+COMPILE_MODES = ("reduce-overhead", "max-autotune-no-cudagraphs")  # the torch.compile modes ``compile`` takes
+_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 class ImageClassifier(L.LightningModule):
@@ -32,9 +36,28 @@ class ImageClassifier(L.LightningModule):
     warm-up, step (``milestones`` in epochs, ``gamma``) or one-cycle, all stepped per iteration;
     ``no_decay_norm_bias`` skips weight decay on norm and bias parameters; ``label_smoothing``; batch-level
     ``mixup_alpha`` / ``cutmix_alpha`` (one of the two per batch, chosen at random when both are set).
+
+    Speed: ``compile`` runs the network through ``torch.compile`` during a fit (``True``: its default mode, or the
+    mode "reduce-overhead" / "max-autotune-no-cudagraphs"). The compiled network is built at the start of every fit
+    and is no submodule, so checkpoints and ``state_dict()`` keep the plain ``model.*`` keys and load into compiled
+    and eager models alike. The CLI then drops the last, smaller training batch (``data.drop_last``), so that the
+    compiled training step sees one batch shape. The network runs eagerly under the bfloat16 emulation (which
+    torch.compile does not trace) and in the batch-norm statistics pass of StochasticWeightAveraging. cuDNN
+    autotuning is Lightning's own switch, ``--trainer.benchmark true``.
+
+    The training step does not wait for the device: a non-finite loss is recorded on the device and its update is
+    undone there (the weights after it are those before it, bit for bit, and so after every later step).
+    The record is read when Lightning writes the step metrics (every ``trainer.log_every_n_steps``), before every
+    checkpoint and at the end of every epoch; the run then stops with a :class:`FloatingPointError` naming the
+    first bad step, and no checkpoint is written after it. The progress bar shows the loss of the last logged step
+    (``loss``), a host copy taken at that read; ``train/lr`` is logged at those steps too.
     """
 
     _emulate_bf16 = False  # set by setup() for bf16 precision on a CPU without native bf16 convolutions
+    _compiled: nn.Module | None = None  # torch.compile(self.model) during a fit: an attribute, never a submodule
+    _compile_backend: str | Callable = "inductor"  # torch.compile's backend (tests choose a cheaper one)
+    _first_bad: Tensor | None = None  # on the device: the first global step whose loss was not finite, else -1
+    _bad_loss: Tensor | None = None  # on the device: that step's loss
 
     def __init__(
         self,
@@ -57,18 +80,26 @@ class ImageClassifier(L.LightningModule):
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
         channels_last: bool = False,
+        compile: bool | Literal["reduce-overhead", "max-autotune-no-cudagraphs"] = False,
     ) -> None:
         super().__init__()
+        if not (isinstance(compile, bool) or isinstance(compile, str) and compile in COMPILE_MODES):
+            raise ValueError(
+                f"compile={compile!r}: use false, true (torch.compile's default mode) or one of the modes "
+                f"{', '.join(map(repr, COMPILE_MODES))}"
+            )
         self.save_hyperparameters()
         self.model = create_model(model_name, pretrained=pretrained, num_classes=num_classes, **(model_kwargs or {}))
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         top5 = min(5, num_classes)
-        self.train_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        # no argument checks in the training step: they read the labels on the host (a device sync)
+        self.train_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
         self.val_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
         self.test_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.test_acc5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        self._places: dict[int, tuple[int, int]] = {}  # global step -> (epoch, batch) since the record was last read
 
     @property
     def alpha(self) -> float:
@@ -78,7 +109,7 @@ class ImageClassifier(L.LightningModule):
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._precision_context():
-            return self.model(x)
+            return (self.model if self._compiled is None else self._compiled)(x)
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         with self._precision_context():
@@ -100,6 +131,11 @@ class ImageClassifier(L.LightningModule):
             "input_size": list(input_size),
         }
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_compiled", None)  # a copy (EMA, SWA, a pickle) runs eagerly; the next fit compiles again
+        return state
+
     def setup(self, stage: str) -> None:
         precision = str(self.trainer.precision)
         on_cpu = self.trainer.strategy.root_device.type == "cpu"
@@ -111,6 +147,27 @@ class ImageClassifier(L.LightningModule):
                 "kernels on the bfloat16 operands, rounded back to bfloat16 (octzoo.training.bf16), the arithmetic "
                 "of the native kernels at about float32 speed instead of oneDNN's 10-18x slower reference kernels."
             )
+        if stage == "fit":
+            self._first_bad, self._bad_loss, self._places = None, None, {}
+            if self.hparams.compile is not False and self._emulate_bf16:
+                rank_zero_info(
+                    "compile is not applied under the bfloat16 emulation: torch.compile does not trace through its "
+                    "dispatch mode, so the network runs eagerly"
+                )
+            elif self.hparams.compile is not False:
+                mode = None if self.hparams.compile is True else self.hparams.compile
+                compiled = torch.compile(self.model, mode=mode, backend=self._compile_backend)
+                object.__setattr__(self, "_compiled", compiled)  # not self._compiled = ...: no submodule
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit":
+            self.__dict__.pop("_compiled", None)
+
+    def on_train_epoch_start(self) -> None:
+        # A batch norm without momentum (cumulative averages, as in the statistics pass of StochasticWeightAveraging)
+        # reads its batch count on the host in every forward, which splits the compiled network into many graphs.
+        if self._compiled is not None and any(getattr(m, "momentum", 0.0) is None for m in self.model.modules()):
+            self.__dict__.pop("_compiled", None)
 
     def on_fit_start(self) -> None:
         input_size = getattr(self.trainer.datamodule, "input_size", None)
@@ -147,17 +204,70 @@ class ImageClassifier(L.LightningModule):
         loss = lam * F.cross_entropy(logits, y_a, label_smoothing=ls)
         if lam < 1:
             loss = loss + (1 - lam) * F.cross_entropy(logits, y_b, label_smoothing=ls)
-        if not torch.isfinite(loss):  # stop before the optimiser spreads it into the weights
-            raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at global step {self.global_step} (epoch "
-                f"{self.current_epoch}, batch {batch_idx}); the checkpoints saved so far are untouched. Lower the "
-                f"learning rate or add --trainer.gradient_clip_val, then resume from the last good checkpoint"
-            )
-        self.train_acc1(logits, y_a)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self._watch(loss, batch_idx)
+        self.train_acc1.update(logits, y_a)
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
         self.log("train/acc1", self.train_acc1, on_step=False, on_epoch=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        if self._logging_step():  # the host reads of a step happen here, where Lightning reads the metrics anyway
+            self._check_finite()
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+            self.log("loss", loss.detach().cpu(), prog_bar=True, logger=False)  # the bar re-reads it every step
         return loss
+
+    # -- non-finite losses, without a host sync per step -----------------------------------------------------
+
+    def _logging_step(self) -> bool:
+        """Whether Lightning writes this step's metrics to the loggers (every ``log_every_n_steps``, and at a stop)."""
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (self.trainer.should_stop or (self.global_step + 1) % every == 0)
+
+    def _watch(self, loss: Tensor, batch_idx: int) -> None:
+        """Record on the device the first global step whose loss is not finite (on any rank under DDP)."""
+        loss = self.all_gather(loss.detach()).sum()  # every rank sees a bad loss of any rank, and skips alike
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._bad_loss = torch.zeros((), dtype=loss.dtype, device=loss.device)
+        self._places.setdefault(self.global_step, (self.current_epoch, batch_idx))
+        first = ~torch.isfinite(loss) & (self._first_bad < 0)
+        self._first_bad = torch.where(first, self.global_step, self._first_bad)
+        self._bad_loss = torch.where(first, loss, self._bad_loss)
+
+    def _check_finite(self) -> None:
+        """Read the record (a host sync) and stop the run if a loss was not finite since the fit started."""
+        if self._first_bad is None:
+            return
+        step = int(self._first_bad)
+        if step < 0:
+            self._places.clear()
+            return
+        epoch, batch = self._places[step]
+        raise FloatingPointError(
+            f"non-finite training loss ({float(self._bad_loss)}) at global step {step} (epoch {epoch}, batch "
+            f"{batch}); its update and those after it were undone and the checkpoints saved so far are untouched. "
+            "Lower the learning rate or add --trainer.gradient_clip_val, then resume from the last good checkpoint"
+        )
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Lightning's step, undone on the device once a loss was not finite: the weights keep their bits.
+
+        The weights are restored through integer views of their bits, ``new * keep + old * skip``: exact for
+        integers, whereas a float NaN times 0 stays NaN. Four multi-tensor kernels, and no host sync. The
+        optimiser's state is not restored, as the run stops at the next read of the record, before any checkpoint.
+        """
+        weights = [p.detach() for group in optimizer.param_groups for p in group["params"]]
+        bits = [w.view(_INT_OF_SIZE[w.element_size()]) for w in weights]
+        before = torch._foreach_mul(bits, 1)
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self._first_bad is not None:
+            skip = self._first_bad >= 0
+            torch._foreach_mul_(bits, ~skip)
+            torch._foreach_add_(bits, torch._foreach_mul(before, skip))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._check_finite()  # raising here writes nothing: the last checkpoint stays the last good one
+
+    def on_train_epoch_end(self) -> None:
+        self._check_finite()
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         x, y = batch
