@@ -7,6 +7,7 @@ normalisation to float comes after it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -22,9 +23,17 @@ AUGMENTS = ("none", "standard", "cutout", "autoaugment")
 
 def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """uint8 (B, C, H, W) in 0..255 -> float32 ``(x / 255 - mean) / std``, as one multiply-subtract."""
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=x.device).view(1, -1, 1, 1)
-    shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)], device=x.device).view(1, -1, 1, 1)
-    return torch.addcmul(-shift, x.float(), scale)
+    shift, scale = _normalizer(tuple(mean), tuple(std), x.device)
+    return torch.addcmul(shift, x.float(), scale)
+
+
+@functools.lru_cache(maxsize=16)
+def _normalizer(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[Tensor, Tensor]:
+    """(-mean / std, 1 / (255 std)) as (1, C, 1, 1) tensors on ``device``, made once: a host-to-GPU copy per batch
+    would wait for the device."""
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=device).view(1, -1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], device=device).view(1, -1, 1, 1)
+    return shift, scale
 
 
 def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4, flip: bool = True) -> Tensor:
@@ -47,8 +56,8 @@ def cutout(x: Tensor, generator: torch.Generator, size: int = 16) -> Tensor:
     """Cutout (DeVries & Taylor 2017): zero a ``size`` x ``size`` square centred anywhere in each image (clipped
     at the borders). Applied after normalisation, so the square holds the mean colour. Works in place."""
     b, _, h, w = x.shape
-    cy = torch.randint(h, (b, 1), generator=generator).to(x.device)
-    cx = torch.randint(w, (b, 1), generator=generator).to(x.device)
+    cy = torch.randint(h, (b, 1), generator=generator).to(x.device, non_blocking=True)
+    cx = torch.randint(w, (b, 1), generator=generator).to(x.device, non_blocking=True)
     r, c = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
     in_rows = (r >= cy - size // 2) & (r < cy + size - size // 2)  # (B, H)
     in_cols = (c >= cx - size // 2) & (c < cx + size - size // 2)  # (B, W)
