@@ -7,10 +7,14 @@ registered model. ``torch.compile`` uses the ``aot_eager`` backend (Dynamo's gra
 ``fullgraph=True`` and AOTAutograd, where model code breaks) at one odd size; the slow suite adds a second batch
 and size (a dynamic-shape recompile, minutes for the deep ResNets, so for the fast set only) and Inductor, whose
 C++ code generation takes 30-80 s per model on a 2-core CPU, on one octave model per family.
+
+Oct-MobileNetV2 exports its ONNX form (``MobileNetV2.onnx_form``) through ``octzoo.export.export_onnx``: it must
+match the eager network at even and odd sizes, and onnxruntime must run it in the plain network's layout.
 """
 
 from __future__ import annotations
 
+import collections
 import io
 import warnings
 
@@ -19,6 +23,7 @@ import pytest
 import torch
 
 import octzoo
+from octzoo.export import export_onnx
 from octzoo.models import model_entry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -124,6 +129,72 @@ def test_torchscript_trace_saves_loads_and_matches_eager(name):
 @pytest.mark.parametrize("name", ALL)
 def test_onnx_export_runs_in_onnxruntime_with_the_same_outputs(name):
     check_onnx(name)
+
+
+def exported(name: str, path, size: tuple[int, int, int]) -> float:
+    """``octzoo.export.export_onnx`` of the model (non-trivial BN statistics) at ``size``; returns its error."""
+    model, _ = model_and_inputs(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return export_onnx(model, path, size)
+
+
+def optimised_ops(path, tmp_path) -> collections.Counter:
+    """Node counts of the graph onnxruntime runs (ORT_ENABLE_ALL, one thread), keyed "op" for the default domain
+    and "domain:op" for the others (NCHWc: "nchwc:Conv", "nchwc:ReorderInput", ...)."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / f"{path.stem}.optimised.onnx")
+    options.log_severity_level = 3  # its warning that the saved graph is specific to this CPU
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    graph = onnx.load(options.optimized_model_filepath).graph
+    return collections.Counter(f"{n.domain.split('.')[-1]}:{n.op_type}" if n.domain else n.op_type for n in graph.node)
+
+
+@pytest.mark.parametrize("size", [(3, 64, 64), (3, 65, 63)])
+def test_octave_mobilenet_v2_exports_its_onnx_form_with_the_eager_outputs(tmp_path, size):
+    pytest.importorskip("onnxruntime")
+    assert exported("oct_mobilenet_v2", tmp_path / "oct.onnx", size) < RTOL
+
+
+def test_octave_mobilenet_v2_onnx_form_keeps_the_parameters_and_plain_networks_export_as_they_are():
+    model, (x, _) = model_and_inputs("oct_mobilenet_v2")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    form = model.onnx_form()
+    assert form is not model and form.features[2] is not model.features[2]
+    assert sum(isinstance(m, octzoo.models.mobilenet.OnnxInvertedResidual) for m in form.modules()) == 12
+    with torch.no_grad():
+        assert relative_error(form(x), model(x)) < RTOL
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    plain, _ = model_and_inputs("mobilenet_v2")
+    assert plain.onnx_form() is plain
+
+
+@pytest.mark.parametrize("plain_name, name", [("mobilenet_v2", "oct_mobilenet_v2"), ("resnet26", "oct_resnet26")])
+def test_octave_networks_run_in_onnxruntime_in_the_layout_of_the_plain_network(tmp_path, plain_name, name):
+    """At even sizes ONNX Runtime keeps the exported octave network in its blocked NCHWc layout as it does the
+    plain one: no layout changes beyond the plain network's, every convolution blocked where the plain ones are,
+    and no batch norm, NCHW average pool or shape arithmetic left between the convolutions (the operator's
+    export form, Oct-MobileNetV2's ONNX form, and the batch dimensions export_onnx names)."""
+    for n in (plain_name, name):
+        assert exported(n, tmp_path / f"{n}.onnx", (3, 64, 64)) < RTOL
+    plain, octave = (optimised_ops(tmp_path / f"{n}.onnx", tmp_path) for n in (plain_name, name))
+    for op in ("BatchNormalization", "AveragePool", "Transpose", "Shape", "Gather", "Slice", "Concat", "Split",
+               "Reshape"):  # fmt: skip
+        assert octave[op] == 0, (op, octave)
+
+    def reorders(ops):
+        return sum(count for op, count in ops.items() if op.endswith(("ReorderInput", "ReorderOutput")))
+
+    def unblocked_convs(ops):
+        return ops["Conv"] + ops["microsoft:FusedConv"]
+
+    assert reorders(octave) <= reorders(plain), (octave, plain)
+    assert unblocked_convs(octave) == 0 or unblocked_convs(plain) > 0, (octave, plain)
+    assert octave["nchwc:Conv"] > plain["nchwc:Conv"] or plain["nchwc:Conv"] == 0
 
 
 @pytest.mark.parametrize("name", ALL)

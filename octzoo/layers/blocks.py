@@ -85,7 +85,8 @@ class OctConvNormAct(nn.Module):
     3-5 % and MobileNetV2 12-16 % faster on the CPU. The result equals conv -> norm up to float rounding (for
     bit-identical outputs to an unfolded network, ``set_norm_folding(model, False)``). Forward hooks on the
     conv or norm modules, a replaced forward, or tracing and compiling turn folding off, so those see every
-    module called.
+    module called; ONNX export (of a model in eval mode, without autograd) keeps it, and writes the folded
+    weights as constants.
     """
 
     fold_norms = True  # set per block by set_norm_folding
@@ -148,7 +149,9 @@ class OctConvNormAct(nn.Module):
 
         It runs on every call, so it reads the modules' dicts rather than their attributes.
         """
-        if self.training or torch.is_grad_enabled() or not self.fold_norms or cpu_fast.tracing():
+        if self.training or torch.is_grad_enabled() or not self.fold_norms:
+            return False
+        if cpu_fast.tracing() and not torch.onnx.is_in_onnx_export():  # ONNX gets the folded weights as constants
             return False
         if _global_forward_hooks or _global_forward_pre_hooks:
             return False

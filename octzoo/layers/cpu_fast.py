@@ -53,19 +53,21 @@ def cpu_fast_path(enabled: bool = True) -> Iterator[None]:
 
 
 def tracing() -> bool:
-    """Whether a tracer, compiler or exporter is recording the call (they see the definition path only)."""
+    """Whether a tracer, compiler or exporter is recording the call (they see the definition path only).
+
+    ONNX export records through one of them: the TorchScript tracer, or dynamo (``dynamo=True``).
+    """
     return (
         torch.compiler.is_compiling()
-        or torch.jit.is_scripting()
         or torch.jit.is_tracing()
-        or torch.onnx.is_in_onnx_export()
+        or torch.jit.is_scripting()
         or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
     )
 
 
 def fast_path_active(x: Tensor) -> bool:
     """Whether a call on ``x`` takes the fast path: switch on, a CPU tensor, eager mode."""
-    return _enabled and not tracing() and x.device.type == "cpu"
+    return _enabled and x.device.type == "cpu" and not tracing()
 
 
 def octave_forward(layer: nn.Module, x_h: Tensor, x_l: Tensor | None, w) -> Tensor | tuple[Tensor, Tensor]:

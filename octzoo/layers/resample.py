@@ -8,6 +8,11 @@
 
 These are the operator's definition path (GPUs, torch.compile, torch.export, ONNX, FX). The CPU eager fast
 path has its own kernels in :mod:`octzoo.layers.cpu_kernels`.
+
+Exported to ONNX, both take the form ONNX Runtime's CPU provider keeps in its blocked NCHWc layout: at even
+sizes the pool is a depthwise 2x2 stride-2 convolution with weights 1/4 (its AveragePool runs blocked only for
+channel counts that are a multiple of 16, and otherwise took about 9x longer per element), and the upsample-add
+is a Resize and an Add on fixed sizes (the broadcast view exports as chains of shape operations and a 6-D Add).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ def is_channels_last(x: Tensor) -> bool:
 
 def pool2x(x: Tensor) -> Tensor:
     """2x2 average pool at stride 2; a partial window at an odd border averages the pixels it covers."""
+    if torch.onnx.is_in_onnx_export() and not (int(x.shape[-2]) % 2 or int(x.shape[-1]) % 2):
+        c = int(x.shape[1])
+        return F.conv2d(x, torch.full((c, 1, 2, 2), 0.25, dtype=x.dtype, device=x.device), None, 2, 0, 1, c)
     return F.avg_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
 
 
@@ -40,6 +48,10 @@ def upsample_to(x: Tensor, size: tuple[int, int]) -> Tensor:
 def add_upsampled(y_h: Tensor, y_lh: Tensor) -> Tensor:
     """``y_h + upsample_to(y_lh, y_h.shape[-2:])``; ``y_lh`` is (N, C, ceil(H/2), ceil(W/2))."""
     h, w = y_h.shape[-2:]
+    if torch.onnx.is_in_onnx_export():
+        h, w = int(h), int(w)
+        up = F.interpolate(y_lh, scale_factor=2.0, mode="nearest")
+        return y_h + (up if h % 2 == w % 2 == 0 else up[..., :h, :w])
     if h % 2 or w % 2:
         return y_h + upsample_to(y_lh, (h, w))
     pairs = y_h.unflatten(3, (w // 2, 2)).unflatten(2, (h // 2, 2))  # (N, C, H/2, 2, W/2, 2), a view

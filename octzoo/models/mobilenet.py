@@ -8,14 +8,21 @@ Octave placement follows the official OctConv models (arXiv 1904.05049, Table 5)
   stay plain. octzoo keeps torchvision's layout (``mobilenet_v2`` is torchvision's network), whose first
   block has no expansion conv, so that block stays plain too: Oct-MobileNetV2 1.0 (a .375) counts
   247.6 M MACs here against the paper's 256 M, whose first block keeps an expansion conv.
+
+``MobileNetV2.onnx_form`` is the network ``octzoo.export.export_onnx`` writes: its octave blocks rewritten as
+:class:`OnnxInvertedResidual`, the same function in the operators ONNX Runtime's CPU provider runs best.
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import OctConvNormAct, check_alpha
+from ..layers import OctConvNormAct, add_upsampled, check_alpha, pool2x
+from ..layers.paths import path_weights
 from ._common import (
     IMAGENET_CFG,
     ClassifierMixin,
@@ -28,7 +35,7 @@ from ._common import (
 )
 from ._registry import register_model
 
-__all__ = ["MobileNetV1", "MobileNetV2", "DepthwiseSeparable", "InvertedResidual"]
+__all__ = ["MobileNetV1", "MobileNetV2", "DepthwiseSeparable", "InvertedResidual", "OnnxInvertedResidual"]
 
 # MobileNetV1 depthwise-separable blocks: (pointwise out channels, depthwise stride)
 V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
@@ -128,8 +135,71 @@ class InvertedResidual(nn.Module):
         ]
         self.conv = nn.Sequential(*layers)
 
+    @property
+    def octave(self) -> bool:
+        """Whether the expanded middle channels have a low branch."""
+        return len(self.conv) == 3 and self.conv[0].conv.out_split[1] > 0
+
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+def _pad_dim(t: Tensor | None, size: int, dim: int) -> Tensor | None:
+    """``t`` with zeros appended along ``dim`` up to ``size``."""
+    if t is None or t.shape[dim] == size:
+        return t
+    shape = list(t.shape)
+    shape[dim] = size - t.shape[dim]
+    return torch.cat([t, t.new_zeros(shape)], dim)
+
+
+class OnnxInvertedResidual(nn.Module):
+    """An eval-mode octave :class:`InvertedResidual` written for ONNX Runtime's CPU provider: the same function
+    (up to float rounding) in operators its graph optimiser keeps in the blocked NCHWc layout, as it keeps the
+    plain network. The operator's own export form (folded norms, pools as depthwise convolutions, Resize and Add;
+    :mod:`octzoo.layers.resample`) brings the block there but for its channel counts:
+
+    - each branch of the expanded channels is zero-padded to a multiple of ``channel_multiple``: ONNX Runtime runs
+      a convolution in NCHWc only when its channels are a multiple of 4 (the 90 / 54 split of 144 channels is
+      not), and 8 is AVX2's NCHWc block. The extra channels hold exact zeros and change no output;
+    - ReLU6 is a Clip right after each convolution, and the residual is added to the project layer's h2h output
+      before the upsampled l2h output, so that ONNX Runtime fuses the sum into that convolution.
+
+    Its tensors are the block's weights with the batch norms folded in (``octzoo.layers.paths.path_weights``),
+    taken at construction.
+    """
+
+    def __init__(self, block: InvertedResidual, channel_multiple: int = 8) -> None:
+        super().__init__()
+        if not block.octave:
+            raise ValueError("OnnxInvertedResidual rewrites octave inverted residuals (alpha > 0) only")
+        expand, depthwise, project = block.conv
+        self.use_res_connect = block.use_res_connect
+        self.stride, self.padding = depthwise.conv.stride, depthwise.conv.padding
+        self.c_h, self.c_l = (-(-c // channel_multiple) * channel_multiple for c in expand.conv.out_split)
+        with torch.no_grad():
+            weights = [path_weights(m.conv, (m.norm_h, m.norm_l)) for m in (expand, depthwise, project)]
+        (expand_w, depthwise_w, project_w), sizes = weights, {"h": self.c_h, "l": self.c_l}
+        for name, w in (("expand", expand_w), ("dw", depthwise_w)):
+            for path in ("h2h", "h2l") if name == "expand" else ("h2h", "l2l"):
+                weight, bias, _ = w[path]
+                self.register_buffer(f"{name}_{path[-1]}_weight", _pad_dim(weight, sizes[path[-1]], 0), False)
+                self.register_buffer(f"{name}_{path[-1]}_bias", _pad_dim(bias, sizes[path[-1]], 0), False)
+        for path in ("h2h", "l2h"):
+            self.register_buffer(f"project_{path[0]}_weight", _pad_dim(project_w[path][0], sizes[path[0]], 1), False)
+        self.register_buffer("project_bias", project_w["h2h"][1], False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x_h = F.hardtanh(F.conv2d(x, self.expand_h_weight, self.expand_h_bias), 0.0, 6.0)
+        x_l = F.hardtanh(F.conv2d(pool2x(x), self.expand_l_weight, self.expand_l_bias), 0.0, 6.0)
+        if self.stride == 2:
+            x_h, x_l = pool2x(x_h), pool2x(x_l)
+        x_h = F.hardtanh(F.conv2d(x_h, self.dw_h_weight, self.dw_h_bias, 1, self.padding, 1, self.c_h), 0.0, 6.0)
+        x_l = F.hardtanh(F.conv2d(x_l, self.dw_l_weight, self.dw_l_bias, 1, self.padding, 1, self.c_l), 0.0, 6.0)
+        y = F.conv2d(x_h, self.project_h_weight, self.project_bias)
+        if self.use_res_connect:
+            y = y + x
+        return add_upsampled(y, F.conv2d(x_l, self.project_l_weight))
 
 
 class MobileNetV2(ClassifierMixin, nn.Module):
@@ -178,6 +248,18 @@ class MobileNetV2(ClassifierMixin, nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         self.check_input(x)
         return self.features(x)
+
+    def onnx_form(self) -> MobileNetV2:
+        """The network ``octzoo.export.export_onnx`` writes: this one where it has no octave block, else an eval-mode
+        copy whose octave blocks are :class:`OnnxInvertedResidual` (same outputs up to float rounding; this
+        network's parameters and buffers are unchanged)."""
+        if not any(isinstance(m, InvertedResidual) and m.octave for m in self.features):
+            return self
+        net = copy.deepcopy(self).eval()
+        for i, block in enumerate(net.features):
+            if isinstance(block, InvertedResidual) and block.octave:
+                net.features[i] = OnnxInvertedResidual(block)
+        return net
 
 
 # Default alphas: the paper's Table 5 rows for width 1.0 (Oct-MobileNetV1 .5, Oct-MobileNetV2 .375).
