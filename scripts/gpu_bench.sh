@@ -1,16 +1,30 @@
 #!/usr/bin/env bash
-# The GPU benchmark of docs/benchmarks.md: every default row in eager mode, batch 1 and 64, float32 and
-# bfloat16, training at batch 64; a few minutes on one GPU. Needs a Python with torch, timm and safetensors
-# (PYTHON, default python3); octzoo is imported from this checkout. Writes OUT/bench-gpu-<dtype>.{csv,json,md}.
+# The GPU table of docs/benchmarks.md: ResNet-50 against Oct-ResNet-50 at alpha .5 on one GPU, training at batch
+# 256 in bfloat16 autocast and channels_last (eager, torch.compile, torch.compile with CUDA graphs) and batch-1
+# inference (eager, CUDA graphs); per row images/s, host ms per step, CUDA kernels and launches per step, peak
+# memory, compiled graphs and CUDA-graph skips (octzoo/bench/gpu.py says how each is measured).
 #
-#   scripts/gpu_bench.sh [OUT]
+#   scripts/gpu_bench.sh [OUT] [-- EXTRA ARGS]
+#
+# Runs `python -m octzoo.bench.gpu` under `timeout` (OCTZOO_GPU_BENCH_S seconds, default 360); each row is
+# appended to OUT/gpu-bench.md (and OUT/gpu-bench.jsonl) as soon as it is measured, so a run cut by the limit
+# still reports every row it finished. EXTRA ARGS go to the module: --dry-run runs the same code on the CPU with
+# tiny sizes (no GPU needed), --modes / --tasks pick rows. PYTHON picks the interpreter (default python3; it needs
+# torch, timm and safetensors); octzoo is imported from this checkout. OUT defaults to bench-results.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${1:-bench-results}
+shift $(($# < 1 ? $# : 1))
+[[ ${1:-} == -- ]] && shift
 PYTHON=${PYTHON:-python3}
+LIMIT=${OCTZOO_GPU_BENCH_S:-360}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
-for dt in float32 bfloat16; do
-  "$PYTHON" -m octzoo bench --device cuda --dtype $dt --batch-size 64 --train all --train-batch-size 64 \
-    --repeats 20 --no-channels-last --clock wall --out "$OUT/bench-gpu-$dt" | tee "$OUT/bench-gpu-$dt.md"
-done
+rm -f "$OUT/gpu-bench.md" "$OUT/gpu-bench.jsonl"
+status=0
+timeout --kill-after=15 "$LIMIT" "$PYTHON" -m octzoo.bench.gpu --out "$OUT" "$@" >/dev/null || status=$?
+if ((status == 124 || status == 137)); then
+  echo "stopped after the ${LIMIT} s limit; the rows below are those that finished" >&2
+fi
+[[ ! -f $OUT/gpu-bench.md ]] || cat "$OUT/gpu-bench.md"
+exit $status

@@ -1,14 +1,17 @@
 """``octzoo bench``: octave networks against their plain twins, side by side in one process.
 
 For each family (a plain network and its octave versions at several alphas) it measures parameters,
-multiply-adds, batch-1 and larger-batch inference latency, training throughput and the peak memory of a
-training step, and divides each by the plain twin's. Octave rows are also timed with the reference
-four-convolution implementation (:mod:`octzoo.bench.naive`), and every row in channels_last and, on request,
-compiled with ``torch.compile``. :mod:`octzoo.bench.report` turns the rows into a table, CSV, JSON and a plot.
+multiply-adds, batch-1 and larger-batch inference latency, training throughput, host time and operators per
+training step and the peak memory of a training step, and divides each by the plain twin's. Octave rows are also
+timed with the reference four-convolution implementation (:mod:`octzoo.bench.naive`); every row in
+channels_last and, on request, with the other inference backends (:mod:`octzoo.bench.backends`: torch.compile
+with frozen weights, onnxruntime) and trained in channels_last and compiled modes.
+:mod:`octzoo.bench.report` turns the rows into a table, CSV, JSON and a plot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,10 +20,23 @@ import torch
 from torch import nn
 
 from .. import create_model, profile
-from .measure import clock, inference_fn, interleaved_medians, train_peak_memory, train_step_fn
+from ..layers import cpu_fast_path
+from .backends import backend_problem, compiled_inference_fn, onnxruntime_fn
+from .measure import clock, host_ms, inference_fn, interleaved_medians, train_peak_memory, train_step_fn
 from .naive import naive_copy, naive_forward
+from .ops import count_train_ops
 
-__all__ = ["FAMILIES", "Family", "Row", "Settings", "naive_copy", "naive_forward", "run"]
+__all__ = ["FAMILIES", "INFERENCE_MODES", "TRAIN_MODES", "Family", "Row", "Settings", "naive_copy", "naive_forward",
+           "run"]  # fmt: skip
+
+# Batch-1 latencies (ms) and the mode or backend each names; "fastest" is the quickest of those measured.
+INFERENCE_MODES = {"latency_ms": "eager", "cl_ms": "channels_last", "compile_ms": "compile", "ort_ms": "onnxruntime"}
+# Training modes: (images/s, host ms per step) measurement names.
+TRAIN_MODES = {
+    "eager": ("train_img_s", "train_host_ms"),
+    "channels_last": ("train_cl_img_s", "train_cl_host_ms"),
+    "compile": ("train_compile_img_s", "train_compile_host_ms"),
+}
 
 
 @dataclass(frozen=True)
@@ -60,12 +76,14 @@ class Settings:
     repeats: int = 10
     warmup: int = 2
     batch_size: int = 8  # the larger inference batch (batch 1 is always measured)
-    train_batch_imagenet: int = 32
+    train_batch_imagenet: int | None = None  # None: 32 on the CPU, 256 on a GPU
     train_batch_cifar: int = 128
     train: str = "cifar"  # which families get training throughput and memory: cifar, all, none
+    train_modes: tuple[str, ...] = ("eager", "channels_last")  # of TRAIN_MODES
     naive: bool = True
     channels_last: bool = True
-    compile: bool = False
+    backends: tuple[str, ...] = ("eager",)  # inference backends; eager is always measured
+    definition_path: bool = False  # the octave layers' plain-ATen definition path on the CPU too
     full: bool = False
     clock: str = "auto"
     device: str = "cpu"  # or "cuda"
@@ -74,6 +92,16 @@ class Settings:
     @property
     def torch_dtype(self) -> torch.dtype:
         return getattr(torch, self.dtype)
+
+    def train_batch(self, family: Family) -> int:
+        if not family.imagenet:
+            return self.train_batch_cifar
+        return self.train_batch_imagenet or (256 if self.device == "cuda" else 32)
+
+    @property
+    def operator_path(self) -> str:
+        """The octave layers' path in the eager measurements (compiled and exported models trace the definition)."""
+        return "definition path" if self.definition_path or self.device != "cpu" else "CPU fast path"
 
 
 @dataclass
@@ -116,49 +144,91 @@ def _cl_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).to(memory_format=torch.channels_last)
 
 
+def _inference(rows: list[Row], family: Family, s: Settings, timer, log: Callable[[str], None]) -> None:
+    """Batch-1 latency of every backend and variant in the same interleaved rounds, then the larger batch."""
+    side, dt = family.side, s.torch_dtype
+    fns = {"latency_ms": lambda r: inference_fn(r.module, 1, side, dtype=dt)}
+    if s.naive:  # the reference runs in the same rounds as the models it is compared with
+        fns["naive_ms"] = lambda r: None if r.plain else inference_fn(naive_copy(r.module), 1, side, dtype=dt)
+    if s.channels_last:
+        fns["cl_ms"] = lambda r: inference_fn(_cl_copy(r.module), 1, side, True, dtype=dt)
+    if "compile" in s.backends:
+        fns["compile_ms"] = lambda r: compiled_inference_fn(r.module, 1, side, dt)
+    if "onnxruntime" in s.backends:
+
+        def ort(row: Row) -> Callable:
+            fn = onnxruntime_fn(row.module, 1, side, s.threads)
+            row.m["onnx_rel_error"] = fn.rel_error
+            return fn
+
+        fns["ort_ms"] = ort
+    names = ", ".join(INFERENCE_MODES.get(k, "reference") for k in fns)
+    first = {"compile": "compiles (minutes on few cores)", "onnxruntime": "exports to ONNX"}
+    first = [what for backend, what in first.items() if backend in s.backends]
+    log(f"{family.name}: latency at batch 1: {names}" + (f" ({' and '.join(first)} first)" if first else ""))
+    _latency(rows, fns, s, timer, s.warmup)
+    for row in rows:
+        row.m["fastest_ms"] = min(row.m[k] for k in INFERENCE_MODES if row.m.get(k) is not None)
+    log(f"{family.name}: latency at batch {s.batch_size}")
+    _latency(rows, {"batch_ms": lambda r: inference_fn(r.module, s.batch_size, side, dtype=dt)}, s, timer, 1)
+
+
+def _train_model(model: nn.Module, mode: str) -> nn.Module:
+    if mode == "channels_last":
+        return _cl_copy(model)
+    return torch.compile(copy.deepcopy(model)) if mode == "compile" else model
+
+
+def _train(rows: list[Row], family: Family, s: Settings, timer, log: Callable[[str], None]) -> None:
+    """Training images/s per mode (interleaved), host ms per step (GPU), operators per step and peak memory."""
+    batch, side, dt = s.train_batch(family), family.side, s.torch_dtype
+    compiling = " (compiles forward and backward first)" if "compile" in s.train_modes else ""
+    log(f"{family.name}: training throughput at batch {batch}: {', '.join(s.train_modes)}{compiling}")
+    runs = [(row, mode, train_step_fn(_train_model(row.module, mode), batch, side, dtype=dt,
+                                      channels_last=mode == "channels_last"))
+            for mode in s.train_modes for row in rows]  # fmt: skip
+    reps = max(2, s.repeats // 3) if family.imagenet else s.repeats
+    for (row, mode, step), t in zip(runs, interleaved_medians([r[2] for r in runs], reps, 1, timer), strict=True):
+        img_s, host = TRAIN_MODES[mode]
+        row.m[img_s] = batch / t
+        row.m[host] = host_ms(step, reps) if s.device == "cuda" else None  # on the CPU it is the step time
+    del runs
+    log(f"{family.name}: operators per step and peak memory of a training step ({s.operator_path})")
+    for row in rows:
+        x = torch.randn(2, 3, side, side, device=s.device)  # the count does not depend on the batch
+        with torch.autocast(x.device.type, dtype=dt, enabled=dt != torch.float32):
+            row.m["train_ops"] = count_train_ops(row.module, x)
+        peak = train_peak_memory(row.module, batch, side, dtype=dt)
+        row.m["train_peak_mib"] = None if peak is None else peak["total"] / 2**20
+        row.m["train_act_mib"] = None if peak is None else peak["activations"] / 2**20
+        row.m["train_batch"] = batch
+
+
 def measure_family(family: Family, s: Settings, log: Callable[[str], None] = print) -> list[Row]:
     """Every measurement of one family; its plain twin is the first row."""
     alphas = family.full_alphas if s.full else family.alphas
     rows = [_build(family, a, s.device) for a in (0.0, *alphas)]
     timer = clock(s.clock, s.threads) if s.device == "cpu" else clock("wall", s.threads)
-    side, dt = family.side, s.torch_dtype
-    eager = {"latency_ms": lambda r: inference_fn(r.module, 1, side, dtype=dt)}
-    if s.naive:  # the reference runs in the same rounds as the models it is compared with
-        eager["naive_ms"] = lambda r: None if r.plain else inference_fn(naive_copy(r.module), 1, side, dtype=dt)
-    log(f"{family.name}: latency at batch 1" + (" (and of the reference implementation)" if s.naive else ""))
-    _latency(rows, eager, s, timer, s.warmup)
-    log(f"{family.name}: latency at batch {s.batch_size}")
-    _latency(rows, {"batch_ms": lambda r: inference_fn(r.module, s.batch_size, side, dtype=dt)}, s, timer, 1)
-    if s.channels_last:
-        log(f"{family.name}: channels_last latency")
-        make_cl = lambda r: inference_fn(_cl_copy(r.module), 1, side, True, dtype=dt)  # noqa: E731
-        _latency(rows, {"cl_ms": make_cl}, s, timer, s.warmup)
-    if s.compile:
-        log(f"{family.name}: torch.compile latency (compiles first; slow on few cores)")
-        make = lambda r: inference_fn(torch.compile(copy.deepcopy(r.module)), 1, side, dtype=dt)  # noqa: E731
-        _latency(rows, {"compile_ms": make}, s, timer, max(s.warmup, 2))
-    if s.train == "all" or (s.train == "cifar" and not family.imagenet):
-        batch = s.train_batch_imagenet if family.imagenet else s.train_batch_cifar
-        log(f"{family.name}: training throughput and peak memory at batch {batch}")
-        steps = [train_step_fn(r.module, batch, side, dtype=dt) for r in rows]
-        reps = max(2, s.repeats // 3) if family.imagenet else s.repeats
-        for row, t in zip(rows, interleaved_medians(steps, reps, 1, timer), strict=True):
-            row.m["train_img_s"] = batch / t
-        for row in rows:
-            peak = train_peak_memory(row.module, batch, side, dtype=dt)
-            row.m["train_peak_mib"] = None if peak is None else peak["total"] / 2**20
-            row.m["train_act_mib"] = None if peak is None else peak["activations"] / 2**20
-            row.m["train_batch"] = batch
+    _inference(rows, family, s, timer, log)
+    if s.train_modes and (s.train == "all" or (s.train == "cifar" and not family.imagenet)):
+        _train(rows, family, s, timer, log)
     for row in rows:
         row.module = None  # free the weights before the next family
     return rows
 
 
 def run(families: list[Family], s: Settings, log: Callable[[str], None] = print) -> list[Row]:
-    """Measure ``families`` one after the other with ``s.threads`` intra-op threads; returns all rows."""
+    """Measure ``families`` one after the other with ``s.threads`` intra-op threads; returns all rows.
+
+    With ``s.definition_path`` the octave layers run their plain-ATen definition (as on a GPU and under
+    ``torch.compile``) instead of the CPU eager fast path.
+    """
+    if problem := backend_problem(s.backends, s.device, s.dtype):
+        raise ValueError(problem)
     before = torch.get_num_threads()
     torch.set_num_threads(s.threads)
     try:
-        return [row for family in families for row in measure_family(family, s, log)]
+        with cpu_fast_path(False) if s.definition_path else contextlib.nullcontext():
+            return [row for family in families for row in measure_family(family, s, log)]
     finally:
         torch.set_num_threads(before)

@@ -13,7 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["clock", "hold_freed_memory", "interleaved_medians", "inference_fn", "train_step_fn", "train_peak_memory"]
+__all__ = [
+    "clock",
+    "hold_freed_memory",
+    "host_ms",
+    "interleaved_medians",
+    "inference_fn",
+    "train_step_fn",
+    "train_peak_memory",
+]
 
 
 def hold_freed_memory() -> str | None:
@@ -77,16 +85,27 @@ def _input(model: nn.Module, batch: int, side: int, channels_last: bool) -> torc
 
 
 def _synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
-    """On a GPU, wait for the queued kernels, so that a call's time is the work's, not the launch's."""
-    if device.type != "cuda":
-        return fn
+    """``fn`` timed for the host: ``.host_s`` collects the calling thread's CPU seconds spent in each call of
+    ``fn``, and on a GPU the call then waits for the queued kernels, so that a timer around it measures the work,
+    not the launch. ``.unsynced`` is ``fn`` itself."""
+    host: list[float] = []
+    cuda = device.type == "cuda"
 
     def run():
+        start = time.thread_time()
         out = fn()
-        torch.cuda.synchronize(device)
+        host.append(time.thread_time() - start)
+        if cuda:
+            torch.cuda.synchronize(device)
         return out
 
+    run.host_s, run.unsynced = host, fn
     return run
+
+
+def host_ms(fn: Callable[[], object], calls: int) -> float:
+    """The median host milliseconds of the last ``calls`` calls of a function from :func:`_synced`."""
+    return 1e3 * statistics.median(fn.host_s[-calls:])
 
 
 def inference_fn(
@@ -107,15 +126,23 @@ def inference_fn(
 
 
 def train_step_fn(
-    model: nn.Module, batch: int, side: int, lr: float = 1e-3, dtype: torch.dtype = torch.float32
+    model: nn.Module,
+    batch: int,
+    side: int,
+    lr: float = 1e-3,
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
 ) -> Callable[[], object]:
     """One SGD step (momentum 0.9): forward in train mode, cross-entropy, backward, update, on the model's device;
-    ``dtype=torch.bfloat16`` runs the forward under autocast (mixed precision, float32 weights).
+    ``dtype=torch.bfloat16`` runs the forward under autocast (mixed precision, float32 weights), and
+    ``channels_last`` feeds a channels_last batch (convert the model too). A ``torch.compile``'d model compiles in
+    the first step, which runs here.
 
-    The optimizer state is created by a first step here, so every timed step does the same work.
+    The optimizer state is created by that first step, so every timed step does the same work. The returned
+    function also has ``.host_s`` (see :func:`_synced`), ``.unsynced`` and ``.optimizer``.
     """
     model.train()
-    x = _input(model, batch, side, False)
+    x = _input(model, batch, side, channels_last)
     y = torch.randint(0, max(model.num_classes, 1), (batch,), device=x.device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     mixed = dtype != torch.float32
