@@ -1,10 +1,11 @@
 """The operator's two paths under torch.compile, and the per-step operator count of the definition path.
 
 - Compiled with ``fullgraph=True`` (a graph break is an error) and ``aot_eager`` (dynamo and AOTAutograd, no code
-  generation), one plain and one octave model per family give eager's outputs and gradients in train and eval
-  (fast); with inductor, an Oct-ResNet-20 training step likewise (slow).
-- ``torch._dynamo.explain`` finds one graph and no break for the rest of the registry, in train and eval (slow:
-  up to 20 s for each deep model on two cores).
+  generation), one plain and one octave model per family give eager's outputs and gradients in a training step
+  (fast; eval mode, every model: tests/test_export.py); inductor trains Oct-ResNet-20 in ``tests/test_module.py``
+  (a compiled fit against the eager one).
+- ``torch._dynamo.explain`` finds one graph and no break for the rest of the registry in training (slow: up to
+  20 s for each deep model on two cores).
 - The definition path's training step runs ATen operators only (no custom autograd Functions, weight copies or
   concatenations), fewer than the CPU fast path, and within a held ceiling of the plain network's count.
 """
@@ -44,13 +45,12 @@ def _example(name: str, batch: int = 2, dtype=torch.float32) -> tuple[torch.nn.M
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("name", sorted(set(list_models()) - set(FAST)))
-def test_dynamo_traces_every_registered_model_in_one_graph(name, train):
-    """The models the fullgraph tests below do not compile (those cover train, eval and both settings of the
-    switch, which tracing never reads past: a traced call takes the definition path either way)."""
+def test_dynamo_traces_every_registered_model_in_one_graph(name):
+    """The models the fullgraph tests below do not compile, in training (those cover train, eval and both
+    settings of the switch, which tracing never reads past: a traced call takes the definition path either way;
+    the deeper models repeat their blocks)."""
     model, x = _example(name)
-    model.train(train)
     torch._dynamo.reset()
     explained = torch._dynamo.explain(model)(x)
     reasons = [str(b.reason) for b in explained.break_reasons]
@@ -65,47 +65,31 @@ def _step(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[t
     return logits.detach(), [p.grad for p in model.parameters()]
 
 
-def _check_compiled(
-    name: str, backend: str, dtype: torch.dtype, batch: int, tol: dict, fast: bool = True, modes=(True, False)
-) -> None:
-    """A training step and an eval forward (``modes``: train or not), compiled with ``fullgraph=True`` (any graph
-    break is an error), against eager on the same path."""
+def _check_compiled(name: str, backend: str, dtype: torch.dtype, batch: int, tol: dict, fast: bool = True) -> None:
+    """A training step compiled with ``fullgraph=True`` (any graph break is an error) against eager on the same
+    path: outputs, gradients and the running statistics. Eval mode: tests/test_export.py."""
     model, x = _example(name, batch, dtype)
+    model.train()
     compiled_model = copy.deepcopy(model)
     torch._dynamo.reset()
     compiled = torch.compile(compiled_model, backend=backend, fullgraph=True)
     with cpu_fast_path(fast):
-        for train in modes:
-            model.train(train)
-            compiled_model.train(train)
-            if train:
-                (want, want_grads), (got, got_grads) = _step(model, x), _step(compiled, x)
-            else:
-                with torch.no_grad():
-                    want, got, want_grads, got_grads = model(x), compiled(x), [], []
-            torch.testing.assert_close(got, want, **tol)
-            for g, w in zip(got_grads, want_grads, strict=True):
-                torch.testing.assert_close(g, w, **tol)
+        (want, want_grads), (got, got_grads) = _step(model, x), _step(compiled, x)
+    torch.testing.assert_close(got, want, **tol)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, **tol)
     for b, w in zip(compiled_model.buffers(), model.buffers(), strict=True):  # running statistics, step counts
         torch.testing.assert_close(b, w, **tol)
 
 
 @pytest.mark.parametrize("name", FAST)
-def test_aot_eager_compiles_one_graph_matching_eager(name):
+def test_aot_eager_compiles_a_training_step_in_one_graph_matching_eager(name):
     """Dynamo and AOTAutograd without code generation: eager's outputs, gradients and running statistics."""
     _check_compiled(name, "aot_eager", torch.float64, 2, dict(atol=1e-10, rtol=1e-10))
 
 
 def test_aot_eager_on_the_definition_path_matches_eager_on_it():
     _check_compiled("oct_resnet20", "aot_eager", torch.float64, 2, dict(atol=1e-10, rtol=1e-10), fast=False)
-
-
-@pytest.mark.slow
-def test_inductor_compiles_a_training_step_matching_eager():
-    """Inductor on the CPU, Oct-ResNet-20 at the batch of the CIFAR recipes, where it used to fail in inductor's
-    stride ordering. About 3 minutes on two cores, nearly all of it code generation: the other families are
-    left to the aot_eager tests, which check the same graphs without generating code."""
-    _check_compiled("oct_resnet20", "inductor", torch.float32, 128, dict(atol=2e-3, rtol=2e-3), modes=(True,))
 
 
 # -- operators per training step ----------------------------------------------------------------------------

@@ -385,7 +385,7 @@ def test_an_inductor_compiled_fit_matches_the_eager_fit(tmp_path):
     weights = []
     for compile in (False, True):
         L.seed_everything(0)
-        model = ImageClassifier("resnet20", compile=compile, scheduler="none", lr=0.05)
+        model = ImageClassifier("oct_resnet20", compile=compile, scheduler="none", lr=0.05)
         copies = CopiesMidFit()
         quiet_trainer(tmp_path, epochs=1, limit_val_batches=1, callbacks=[copies]).fit(model, TinyData())
         assert copies.compiled == [compile] * 4

@@ -1,10 +1,10 @@
 """The two resampling operators of octave convolution, as plain ATen operators in the input's layout.
 
 - ``pool2x``: 2x2 average pool at stride 2 (ceil mode, so odd sizes work).
-- ``add_upsampled``: ``y_h + nearest_upsample_2x(y_lh)`` cropped to ``y_h``'s size. At even sizes it is one
-  broadcast add of the low map over a (N, C, H/2, 2, W/2, 2) view of ``y_h``: the upsampled map is never
-  materialised, and the op count is that of a plain add (its backward, a sum over the two broadcast axes, is
-  one op as the upsample's backward is).
+- ``add_upsampled``: ``y_h + nearest_upsample_2x(y_lh)`` cropped to ``y_h``'s size. In eager mode at even sizes
+  it is one broadcast add of the low map over a (N, C, H/2, 2, W/2, 2) view of ``y_h``: the upsampled map is
+  never materialised, and the op count is that of a plain add (its backward, a sum over the two broadcast axes,
+  is one op as the upsample's backward is).
 
 These are the operator's definition path (GPUs, torch.compile, torch.export, ONNX, FX). The CPU eager fast
 path has its own kernels in :mod:`octzoo.layers.cpu_kernels`.
@@ -52,7 +52,9 @@ def add_upsampled(y_h: Tensor, y_lh: Tensor) -> Tensor:
         h, w = int(h), int(w)
         up = F.interpolate(y_lh, scale_factor=2.0, mode="nearest")
         return y_h + (up if h % 2 == w % 2 == 0 else up[..., :h, :w])
-    if h % 2 or w % 2:
+    if torch.compiler.is_compiling() or h % 2 or w % 2:
+        # compilers fuse the upsample into the add themselves, and with dynamic shapes the view's sizes would nest
+        # layer after layer into symbolic expressions that take minutes to reason about
         return y_h + upsample_to(y_lh, (h, w))
     pairs = y_h.unflatten(3, (w // 2, 2)).unflatten(2, (h // 2, 2))  # (N, C, H/2, 2, W/2, 2), a view
     return (pairs + y_lh[:, :, :, None, :, None]).flatten(4, 5).flatten(2, 3)
