@@ -161,7 +161,7 @@ class OctConvNormAct(nn.Module):
             return False
         norms = [modules["norm_h"]] if self.norm_l is None else [modules["norm_h"], modules["norm_l"]]
         for norm in norms:
-            if type(norm) not in _BATCH_NORMS or norm.training or norm._buffers["running_mean"] is None:
+            if type(norm) not in cpu_fast.BATCH_NORMS or norm.training or norm._buffers["running_mean"] is None:
                 return False
         for m in (conv, modules["act"], *conv._modules.values(), *norms):
             if m._forward_hooks or m._forward_pre_hooks:
@@ -182,9 +182,6 @@ def set_norm_folding(model: nn.Module, enabled: bool) -> nn.Module:
             m.fold_norms = bool(enabled)
     return model
 
-
-# The batch norms the block folds into its convolution for inference.
-_BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
 # Activations applied in place without a module call (the block creates them with inplace=True).
 _INPLACE_ACTS: dict[type, Callable[[Tensor], Tensor]] = {

@@ -29,7 +29,18 @@ from torch import Tensor, nn
 from .cpu_kernels import VECTOR_LANES, add_upsampled_, fast_pool2x, pool2x_backward
 from .resample import CHANNELS_LAST, is_channels_last
 
-__all__ = ["cpu_fast_path", "set_cpu_fast_path", "fast_path_active", "tracing", "octave_forward", "normalize"]
+# The batch norms the block folds for inference and, in training, may run on an NCHW copy here.
+BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
+
+__all__ = [
+    "BATCH_NORMS",
+    "cpu_fast_path",
+    "set_cpu_fast_path",
+    "fast_path_active",
+    "tracing",
+    "octave_forward",
+    "normalize",
+]
 
 _enabled = os.environ.get("OCTZOO_CPU_FAST_PATH", "1").strip().lower() not in ("0", "false", "no", "off")
 
@@ -124,7 +135,7 @@ def normalize(norm: nn.Module, y: Tensor) -> Tensor:
     """
     if (
         y.shape[1] % VECTOR_LANES
-        and isinstance(norm, (nn.BatchNorm2d, nn.SyncBatchNorm))
+        and isinstance(norm, BATCH_NORMS)
         and norm.training
         and is_channels_last(y)
         and torch.get_num_threads() > 1
