@@ -9,9 +9,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import REPO_ROOT, write_cifar_pickles
 
+import octzoo
 from octzoo.cli import main as octzoo_main
 from octzoo.compare import read_local_runs
 from octzoo.sweep import SweepError, decide, expand, load_sweep
@@ -82,6 +84,21 @@ def test_grid_is_the_alpha_study_with_the_agents_command(monkeypatch):
             agent += sweep_vars[token[2:-1]] if token.startswith("${") and token.endswith("}") else [token]
         assert point.argv == agent
     assert "--data.data_dir=some/data" in points[0].argv
+
+
+def test_the_report_grid_has_every_row_of_its_tables_and_each_builds_for_cifar(monkeypatch):
+    """configs/sweeps/cifar10_report.yml: the reproduction report's Tables 2 and 3 (docs/seed_reproduction.md)."""
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.setenv("OCTZOO_DATA", "some/data")
+    points = expand(load_sweep("configs/sweeps/cifar10_report.yml"))
+    rows = {(p.model, p.alpha) for p in points}
+    plain = {(f"resnet{d}", 0.0) for d in (18, 34, 50, 101, 152, 20, 44, 56)}
+    octave = {(f"oct_resnet{d}", a) for d in (50, 101, 152) for a in (0.125, 0.25, 0.5)}
+    assert rows == plain | octave
+    assert {p.seed for p in points} == {0, 1} and len(points) == 2 * len(rows)
+    assert {p.epochs for p in points} == {60} and {p.runs_dir for p in points} == {Path("runs/cifar10_60ep")}
+    net = octzoo.create_model("oct_resnet50", alpha=0.5, num_classes=10)  # ImageNet layout at CIFAR's 32 px
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_the_reading_of_a_point_matches_lightningcli(tmp_path, monkeypatch):
