@@ -1,4 +1,4 @@
-"""Shared test setup: thread count under pytest-xdist and the real-data fixture."""
+"""Shared test setup: thread count under pytest-xdist, the models each suite runs, and the real-data fixture."""
 
 from __future__ import annotations
 
@@ -10,7 +10,30 @@ import numpy as np
 import pytest
 import torch
 
+import octzoo
+from octzoo.models import model_entry
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# One plain and one octave model per family (and per ResNet block type) run in the fast suite;
+# the slow marker covers every registered model.
+FAST = [
+    "resnet20",
+    "oct_resnet20",
+    "oct_resnet18",
+    "oct_resnet26",
+    "mobilenet_v1",
+    "oct_mobilenet_v1",
+    "mobilenet_v2",
+    "oct_mobilenet_v2",
+]
+ALL = [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in octzoo.list_models()]
+
+
+def small_input(name: str) -> tuple[int, int]:
+    """An odd size that still reaches the last stage with more than one pixel."""
+    return (13, 11) if model_entry(name).pretrained_cfg["input_size"][-1] == 32 else (67, 45)
+
 
 # Under pytest-xdist every worker is its own process; one intra-op thread each keeps `-n 2` on two cores from
 # oversubscribing (2 workers x N threads fighting over 2 cores is slower than 2 x 1).

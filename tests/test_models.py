@@ -6,34 +6,15 @@ import types
 import numpy as np
 import pytest
 import torch
+from conftest import ALL, small_input
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_octconv import reference_octconv
 
 import octzoo
 from octzoo.layers import OctConv2d, OctConvNormAct
-from octzoo.models import model_entry
 
 CL = torch.channels_last
-
-# One plain and one octave model per family (and per ResNet block type) run in the fast suite;
-# the slow marker covers every registered model.
-FAST = [
-    "resnet20",
-    "oct_resnet20",
-    "oct_resnet18",
-    "oct_resnet26",
-    "mobilenet_v1",
-    "oct_mobilenet_v1",
-    "mobilenet_v2",
-    "oct_mobilenet_v2",
-]
-ALL = [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in octzoo.list_models()]
-
-
-def small_input(name: str) -> tuple[int, int]:
-    """An odd size that still reaches the last stage with more than one pixel."""
-    return (13, 11) if model_entry(name).pretrained_cfg["input_size"][-1] == 32 else (67, 45)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -306,7 +287,7 @@ def test_bad_inputs_to_timm_entry_points_and_feature_extractors_name_the_model()
     with pytest.raises(ValueError, match=r"oct_resnet20 takes a float Tensor of shape \(N, 1, H, W\), got 3 channels"):
         model.forward_features(torch.zeros(1, 3, 8, 8))
     features = octzoo.create_model("oct_mobilenet_v2", features_only=True)
-    with pytest.raises(ValueError, match=r"oct_mobilenet_v2 \(features_only\) takes .* got 1 channels"):
+    with pytest.raises(ValueError, match=r"oct_mobilenet_v2 takes .* got 1 channels"):
         features(torch.zeros(1, 1, 8, 8))
     direct = octzoo.models.MobileNetV1(alpha=0.5)  # built without the registry: named by its class
     with pytest.raises(TypeError, match=r"^MobileNetV1 takes a float Tensor"):
@@ -319,16 +300,14 @@ def test_features_only_returns_one_plain_map_per_stage(name):
     h, w = small_input(name)
     with torch.no_grad():
         feats = model(torch.randn(1, 3, h, w))
-    assert len(feats) == len(model.feature_info)
-    for f, info in zip(feats, model.feature_info, strict=True):
+    info = model.feature_info
+    assert len(feats) == len(info)
+    for f, channels, reduction in zip(feats, info.channels(), info.reduction(), strict=True):
         assert isinstance(f, torch.Tensor)
-        assert f.shape[1] == info["num_chs"]
-        assert f.shape[-2:] == (-(-h // info["reduction"]), -(-w // info["reduction"]))
+        assert f.shape[1] == channels
+        assert f.shape[-2:] == (-(-h // reduction), -(-w // reduction))
     sub = octzoo.create_model(name, features_only=True, out_indices=(1, 2))
-    assert [i["reduction"] for i in sub.feature_info] == [
-        model.feature_info[1]["reduction"],
-        model.feature_info[2]["reduction"],
-    ]
+    assert sub.feature_info.reduction() == info.reduction()[1:3]
 
 
 def _reference_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -12,25 +12,39 @@ from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_h
 from . import cpu_fast
 from .cpu_kernels import fast_pool2x
 from .octconv import OctaveTensor, OctConv2d, split_channels
-from .resample import pool2x, upsample_to
+from .resample import is_fx_tracing, pool2x, upsample_to
 
 __all__ = [
     "OctConvNormAct",
     "OctMap",
+    "as_octave",
     "to_octave",
     "from_octave",
     "convert_alpha",
     "oct_add",
     "oct_apply",
     "set_norm_folding",
+    "scriptable_trace",
 ]
 
 OctMap = Tensor | OctaveTensor
 
+# An octave map is a (high, low) tuple, a plain map anything else: under torch.fx tracing a plain map is a Proxy,
+# not a Tensor, so the functions below tell the kinds apart by ``isinstance(x, tuple)``.
+
+
+def as_octave(x: OctMap, octave: bool) -> OctMap:
+    """``x`` as a (high, low) pair when the caller knows it is an octave map: under torch.fx tracing, an octave map
+    returned by a module that FX keeps as a leaf (timm's FX feature extraction keeps :class:`OctConvNormAct`) is one
+    symbolic value, indexed here into its branches. Eager maps pass through unchanged."""
+    if octave and not isinstance(x, tuple):
+        return OctaveTensor(x[0], x[1])
+    return x
+
 
 def oct_apply(fn: Callable[[Tensor], Tensor], x: OctMap) -> OctMap:
     """Apply a per-pixel function to each branch (activations, dropout)."""
-    if isinstance(x, Tensor):
+    if not isinstance(x, tuple):
         return fn(x)
     x_h, x_l = x
     return OctaveTensor(fn(x_h), fn(x_l))
@@ -38,8 +52,8 @@ def oct_apply(fn: Callable[[Tensor], Tensor], x: OctMap) -> OctMap:
 
 def oct_add(x: OctMap, y: OctMap) -> OctMap:
     """Residual sum, per branch; the branches must have equal shapes (no silent broadcasting)."""
-    xs, ys = ((x,), (y,)) if isinstance(x, Tensor) else (tuple(x), tuple(y))
-    if len(xs) != len(ys) or any(a.shape != b.shape for a, b in zip(xs, ys, strict=False)):
+    xs, ys = (tuple(x), tuple(y)) if isinstance(x, tuple) else ((x,), (y,))
+    if not is_fx_tracing() and (len(xs) != len(ys) or any(a.shape != b.shape for a, b in zip(xs, ys, strict=False))):
         shapes = [[tuple(t.shape) for t in z] for z in (xs, ys)]
         raise ValueError(f"oct_add: branch shapes differ, {shapes[0]} vs {shapes[1]}")
     if len(xs) == 1:
@@ -47,10 +61,11 @@ def oct_add(x: OctMap, y: OctMap) -> OctMap:
     return OctaveTensor(xs[0] + ys[0], xs[1] + ys[1])
 
 
-def to_octave(x: Tensor, alpha: float) -> OctMap:
+def to_octave(x: Tensor, alpha: float, channels: int | None = None) -> OctMap:
     """Split a plain map into (high, low) without parameters: the first c_high channels stay, the last
-    c_low channels are average-pooled to half resolution."""
-    c_h, c_l = split_channels(x.shape[1], alpha)
+    c_low channels are average-pooled to half resolution. ``channels`` (x's) lets a traced caller split a map whose
+    shape is symbolic."""
+    c_h, c_l = split_channels(x.shape[1] if channels is None else channels, alpha)
     if c_l == 0:
         return x
     x_h, x_l = x.split((c_h, c_l), dim=1)  # under autograd one cat, where two slices would each zero-fill
@@ -59,19 +74,20 @@ def to_octave(x: Tensor, alpha: float) -> OctMap:
 
 def from_octave(x: OctMap) -> Tensor:
     """Merge (high, low) into one map: nearest-upsample low to the exact high size, concatenate after high."""
-    if isinstance(x, Tensor):
+    if not isinstance(x, tuple):
         return x
     x_h, x_l = x
     return torch.cat([x_h, upsample_to(x_l, x_h.shape[-2:])], dim=1)
 
 
-def convert_alpha(x: OctMap, alpha_out: float) -> OctMap:
-    """Parameter-free change of alpha for identity shortcuts (only 0 -> alpha and alpha -> 0 occur)."""
-    if isinstance(x, Tensor):
-        return to_octave(x, alpha_out)
+def convert_alpha(x: OctMap, alpha_out: float, channels: int | None = None) -> OctMap:
+    """Parameter-free change of alpha for identity shortcuts (only 0 -> alpha and alpha -> 0 occur); ``channels``
+    as for :func:`to_octave`."""
+    if not isinstance(x, tuple):
+        return to_octave(x, alpha_out, channels)
     if alpha_out == 0:
         return from_octave(x)
-    return to_octave(from_octave(x), alpha_out)
+    return to_octave(from_octave(x), alpha_out, channels)
 
 
 class OctConvNormAct(nn.Module):
@@ -132,15 +148,20 @@ class OctConvNormAct(nn.Module):
         if self._folds_norms():
             y = self.conv.forward_folded(x, (self.norm_h, self.norm_l))
             act = _INPLACE_ACTS.get(type(self.act)) or self.act
-            if isinstance(y, Tensor):
+            if not isinstance(y, tuple):
                 return act(y)
             return OctaveTensor(act(y[0]), act(y[1]))
         y = self.conv(x)
-        y_h = y if isinstance(y, Tensor) else y[0]
+        y_h = y[0] if isinstance(y, tuple) else y
         norm = cpu_fast.normalize if self.training and cpu_fast.fast_path_active(y_h) else _call
-        if isinstance(y, Tensor):
+        if not isinstance(y, tuple):
             return self.act(norm(self.norm_h, y))
         return OctaveTensor(self.act(norm(self.norm_h, y_h)), self.act(norm(self.norm_l, y[1])))
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """``torch.jit.script`` of this block alone, as when it is a leaf of an FX graph (timm's FX feature
+        extraction keeps it one): its definition path as torch.fx traces it, the input typed as alpha_in says."""
+        return scriptable_trace(self, OctaveTensor if self.conv.in_split[1] else Tensor)
 
     def _folds_norms(self) -> bool:
         """Whether this call may fold the norms into the convolution's weights: inference (eval mode, no
@@ -167,6 +188,20 @@ class OctConvNormAct(nn.Module):
             if m._forward_hooks or m._forward_pre_hooks:
                 return False
         return True
+
+
+def scriptable_trace(module: nn.Module, input_type: type = Tensor) -> torch.fx.GraphModule:
+    """``module`` traced by torch.fx for TorchScript: its one input typed ``input_type``, its output untyped (the
+    annotations FX copies from the source are strings under ``from __future__ import annotations``, which
+    TorchScript cannot resolve)."""
+    graph_module = torch.fx.symbolic_trace(module)
+    for node in graph_module.graph.nodes:
+        if node.op == "placeholder":
+            node.type = input_type
+        elif node.op == "output":
+            node.type = None
+    graph_module.recompile()
+    return graph_module
 
 
 def _call(norm: nn.Module, y: Tensor) -> Tensor:

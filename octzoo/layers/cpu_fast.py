@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cpu_kernels import VECTOR_LANES, add_upsampled_, fast_pool2x, pool2x_backward
-from .resample import CHANNELS_LAST, is_channels_last
+from .resample import CHANNELS_LAST, is_channels_last, is_fx_tracing
 
 # The batch norms the block folds for inference and, in training, may run on an NCHW copy here.
 BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
@@ -68,17 +68,12 @@ def tracing() -> bool:
 
     ONNX export records through one of them: the TorchScript tracer, or dynamo (``dynamo=True``).
     """
-    return (
-        torch.compiler.is_compiling()
-        or torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-        or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
-    )
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting() or is_fx_tracing()
 
 
 def fast_path_active(x: Tensor) -> bool:
     """Whether a call on ``x`` takes the fast path: switch on, a CPU tensor, eager mode."""
-    return _enabled and x.device.type == "cpu" and not tracing()
+    return _enabled and not tracing() and x.device.type == "cpu"  # symbolic first: an FX Proxy has no device
 
 
 def octave_forward(layer: nn.Module, x_h: Tensor, x_l: Tensor | None, w) -> Tensor | tuple[Tensor, Tensor]:

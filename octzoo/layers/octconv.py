@@ -10,8 +10,6 @@ A path exists only when both its input and its output branch have channels, so a
 is exactly one ``nn.Conv2d``.
 """
 
-from __future__ import annotations
-
 import math
 import numbers
 from typing import NamedTuple
@@ -22,13 +20,16 @@ from torch import Tensor, nn
 
 from . import cpu_fast
 from .paths import WEIGHT_CACHES, path_weights
-from .resample import add_upsampled, pool2x
+from .resample import add_upsampled, is_fx_tracing, pool2x
 
 __all__ = ["OctaveTensor", "OctConv2d", "split_channels", "check_alpha", "low_size"]
 
 
 class OctaveTensor(NamedTuple):
-    """Feature map split by frequency: high (N, C_h, H, W) and low (N, C_l, ceil(H/2), ceil(W/2))."""
+    """Feature map split by frequency: high (N, C_h, H, W) and low (N, C_l, ceil(H/2), ceil(W/2)).
+
+    (Its fields are annotated with the Tensor type itself, not a string, so that TorchScript can read them.)
+    """
 
     high: Tensor
     low: Tensor
@@ -156,8 +157,13 @@ class OctConv2d(nn.Module):
         return f"alpha_in={self.alpha_in}, alpha_out={self.alpha_out}, stride={self.stride}"
 
     def _split_input(self, x) -> tuple[Tensor, Tensor | None]:
-        """Validate the input against the declared split; returns (x_h, x_l)."""
+        """Validate the input against the declared split; returns (x_h, x_l).
+
+        Under torch.fx symbolic tracing the values are symbolic and nothing is checked: the split is the declared
+        one, and an octave map traced as one value (the output of a module FX keeps as a leaf) is indexed."""
         ci_h, ci_l = self.in_split
+        if is_fx_tracing():
+            return (x, None) if ci_l == 0 else (x[0], x[1])
         if ci_l == 0:
             if not isinstance(x, Tensor):
                 why = (

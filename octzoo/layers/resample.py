@@ -6,8 +6,8 @@
   never materialised, and the op count is that of a plain add (its backward, a sum over the two broadcast axes,
   is one op as the upsample's backward is).
 
-These are the operator's definition path (GPUs, torch.compile, torch.export, ONNX, FX). The CPU eager fast
-path has its own kernels in :mod:`octzoo.layers.cpu_kernels`.
+These are the operator's definition path (GPUs, torch.compile, torch.export, ONNX, FX, TorchScript). The CPU
+eager fast path has its own kernels in :mod:`octzoo.layers.cpu_kernels`.
 
 Exported to ONNX, both take the form ONNX Runtime's CPU provider keeps in its blocked NCHWc layout: at even
 sizes the pool is a depthwise 2x2 stride-2 convolution with weights 1/4 (its AveragePool runs blocked only for
@@ -21,9 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["pool2x", "upsample_to", "add_upsampled", "is_channels_last", "CHANNELS_LAST"]
+__all__ = ["pool2x", "upsample_to", "add_upsampled", "is_channels_last", "is_fx_tracing", "CHANNELS_LAST"]
 
 CHANNELS_LAST = torch.channels_last
+
+
+def is_fx_tracing() -> bool:
+    """Whether torch.fx's symbolic tracer is recording the call (shapes are then symbolic: no branch on them)."""
+    return torch.fx._symbolic_trace.is_fx_symbolic_tracing()
 
 
 def is_channels_last(x: Tensor) -> bool:
@@ -52,9 +57,10 @@ def add_upsampled(y_h: Tensor, y_lh: Tensor) -> Tensor:
         h, w = int(h), int(w)
         up = F.interpolate(y_lh, scale_factor=2.0, mode="nearest")
         return y_h + (up if h % 2 == w % 2 == 0 else up[..., :h, :w])
-    if torch.compiler.is_compiling() or h % 2 or w % 2:
+    if is_fx_tracing() or torch.compiler.is_compiling() or h % 2 or w % 2:
         # compilers fuse the upsample into the add themselves, and with dynamic shapes the view's sizes would nest
-        # layer after layer into symbolic expressions that take minutes to reason about
+        # layer after layer into symbolic expressions that take minutes to reason about; an FX graph must hold for
+        # every size, odd ones included
         return y_h + upsample_to(y_lh, (h, w))
     pairs = y_h.unflatten(3, (w // 2, 2)).unflatten(2, (h // 2, 2))  # (N, C, H/2, 2, W/2, 2), a view
     return (pairs + y_lh[:, :, :, None, :, None]).flatten(4, 5).flatten(2, 3)

@@ -1,10 +1,12 @@
-"""Pieces the families share: the classifier head, weight initialisation and preprocessing configs."""
+"""Pieces the families share: argument checks, weight initialisation and preprocessing configs."""
 
 from __future__ import annotations
 
 import numbers
 
 from torch import Tensor, nn
+
+from ..layers import is_fx_tracing
 
 IMAGENET_CFG = dict(
     input_size=(3, 224, 224),
@@ -13,6 +15,7 @@ IMAGENET_CFG = dict(
     crop_pct=0.875,
     interpolation="bilinear",
     num_classes=1000,
+    pool_size=(7, 7),  # the last feature map at input_size
 )
 # CIFAR-10 training-set statistics (per channel, pixels in [0, 1]).
 CIFAR_CFG = dict(
@@ -22,6 +25,7 @@ CIFAR_CFG = dict(
     crop_pct=1.0,
     interpolation="nearest",
     num_classes=10,
+    pool_size=(8, 8),
 )
 
 
@@ -58,8 +62,11 @@ def check_drop_rate(drop_rate: float) -> float:
 def check_image_batch(x: object, in_chans: int, model: str) -> None:
     """Shape checks of a model's input, so that a wrong input is named here and not deep inside a convolution.
 
-    Cheap (no data is read) and static under ``torch.jit.trace``, ``torch.onnx.export`` and ``torch.compile``.
+    Cheap (no data is read) and static under ``torch.jit.trace``, ``torch.onnx.export`` and ``torch.compile``;
+    skipped under torch.fx symbolic tracing, whose input is a symbolic value.
     """
+    if is_fx_tracing():
+        return
     want = f"a float Tensor of shape (N, {in_chans}, H, W)"
     if not isinstance(x, Tensor):
         hint = "; convert with torch.as_tensor(x)" if hasattr(x, "shape") else ""
@@ -97,40 +104,3 @@ def init_weights(model: nn.Module, linear_std: float | None = None) -> None:
         elif isinstance(m, nn.Linear) and linear_std is not None:
             nn.init.normal_(m.weight, 0.0, linear_std)
             nn.init.zeros_(m.bias)
-
-
-class ClassifierMixin:
-    """timm's classifier interface over a ``global_pool`` -> ``drop`` -> ``<head_name>`` head.
-
-    The family sets ``num_features``, ``num_classes``, ``in_chans``, ``drop_rate`` and ``head_name`` (the
-    attribute holding the Linear: ``fc`` for ResNets as in torchvision, ``classifier`` for MobileNets as in
-    timm), and its ``forward_features`` starts with ``check_input``.
-    """
-
-    head_name: str = "fc"
-    in_chans: int = 3
-
-    def check_input(self, x: Tensor) -> None:
-        """TypeError / ValueError naming the model for anything but a float (N, in_chans, H >= 1, W >= 1) Tensor."""
-        cfg = getattr(self, "pretrained_cfg", None) or {}
-        check_image_batch(x, self.in_chans, cfg.get("architecture") or type(self).__name__)
-
-    def _make_head(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def get_classifier(self) -> nn.Module:
-        return getattr(self, self.head_name)
-
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
-        if global_pool != "avg":
-            raise ValueError(f"global_pool={global_pool!r} is not supported; octzoo models pool with 'avg'")
-        self.num_classes = check_num_classes(num_classes)
-        setattr(self, self.head_name, self._make_head(num_classes))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
-        x = nn.functional.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.get_classifier()(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))

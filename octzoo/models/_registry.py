@@ -85,6 +85,7 @@ def create_model(
     width_mult: float | None = None,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
+    feature_cls: str | None = None,
     **kwargs,
 ) -> nn.Module:
     """Build a registered model, optionally with weights.
@@ -100,7 +101,8 @@ def create_model(
     torchvision state dict or an octzoo training checkpoint). Published files are checked against their sha256.
     A ``num_classes`` or ``in_chans`` other than the weights' gets a fresh head or an adapted stem (logged).
 
-    ``features_only=True`` returns a module giving one feature map per stage (timm's convention).
+    ``features_only=True`` returns timm's feature wrapper: one plain map per level of ``out_indices`` (timm's
+    convention; octave stages merged), with a ``FeatureInfo`` (``.channels()``, ``.reduction()``).
     """
     arch, tag = split_tag(name)
     entry = model_entry(arch)
@@ -160,7 +162,25 @@ def create_model(
         else:
             load_weights(model, source)
     if features_only:
-        from ._features import FeatureListNet
-
-        return FeatureListNet(model, out_indices)
+        return _features_model(model, out_indices, feature_cls)
     return model
+
+
+def _features_model(model: nn.Module, out_indices=None, feature_cls: str | None = None) -> nn.Module:
+    """timm's feature wrapper over ``model.forward_intermediates``: a list of plain NCHW maps, one per level of
+    ``out_indices`` (all levels by default), and a ``feature_info`` of timm's ``FeatureInfo`` type."""
+    from timm.models._features import FeatureGetterNet  # timm exports it only there
+
+    if feature_cls not in (None, "getter"):
+        raise ValueError(
+            f"feature_cls={feature_cls!r}: octzoo models give their features through forward_intermediates, "
+            "each octave stage merged into one map: leave feature_cls out (or pass 'getter')"
+        )
+    levels = len(model.feature_info)
+    out_indices = tuple(range(levels)) if out_indices is None else tuple(out_indices)
+    bad = [i for i in out_indices if isinstance(i, bool) or not isinstance(i, int) or not -levels <= i < levels]
+    if bad or not out_indices:
+        raise ValueError(f"out_indices={out_indices}: this model has {levels} feature levels, 0 to {levels - 1}")
+    net = FeatureGetterNet(model, out_indices)
+    net.pretrained_cfg = net.default_cfg = model.pretrained_cfg  # as timm's own builder sets them
+    return net

@@ -48,9 +48,20 @@ def _default_cfg(name: str):
 
 
 def register_in_timm() -> list[str]:
-    """Register every ``oct_`` model timm lacks; returns the names registered."""
+    """Register every ``oct_`` model timm lacks; returns the names registered.
+
+    The modules with an eager CPU fast path (``OctConvNormAct``, the ResNets' parameter-free octave shortcuts)
+    become timm's FX leaf modules: timm's FX feature extraction then calls them as eager code does (fast path,
+    folded norms), so a traced model computes exactly what the model does.
+    """
     import timm
-    from timm.models import register_model
+    from timm.models import register_model, register_notrace_module
+
+    from ..layers import OctConvNormAct
+    from .resnet import ConvertAlpha, ShortcutA
+
+    for module in (OctConvNormAct, ConvertAlpha, ShortcutA):
+        register_notrace_module(module)
 
     done = []
     for name in list_models("oct_*"):

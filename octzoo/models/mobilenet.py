@@ -25,7 +25,6 @@ from ..layers import OctConvNormAct, add_upsampled, check_alpha, pool2x
 from ..layers.paths import path_weights
 from ._common import (
     IMAGENET_CFG,
-    ClassifierMixin,
     check_drop_rate,
     check_in_chans,
     check_num_classes,
@@ -33,6 +32,7 @@ from ._common import (
     init_weights,
     make_divisible,
 )
+from ._interface import TimmInterface
 from ._registry import register_model
 
 __all__ = ["MobileNetV1", "MobileNetV2", "DepthwiseSeparable", "InvertedResidual", "OnnxInvertedResidual"]
@@ -43,6 +43,28 @@ V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512,
 # MobileNetV2 inverted residuals: t (expansion), c (out channels), n (repeats), s (first stride)
 V2_BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 V2_OCTAVE_BLOCKS = 13  # the first 13 inverted residuals carry octave middle channels
+
+
+class _FeaturesSequence(TimmInterface):
+    """The MobileNets' feature plumbing: one ``features`` Sequential, feature levels at some of its blocks."""
+
+    head_name = "classifier"
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The unpooled last feature map, (N, num_features, H / 32, W / 32)."""
+        self.check_input(x)
+        return self._run(self.features, x)
+
+    def _units(self) -> list[tuple[nn.Module, int | None]]:
+        levels = {f["module"]: i for i, f in enumerate(self.feature_info)}
+        return [(m, levels.get(f"features.{name}")) for name, m in self.features.named_children()]
+
+    def _prune_after(self, level: int) -> None:
+        self.features = self.features[: int(self.feature_info[level]["module"].split(".")[1]) + 1]
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """timm's parameter groups (layer-wise learning-rate decay): the stem, then one group per block."""
+        return dict(stem=r"^features\.0\.", blocks=r"^features\.(\d+)")
 
 
 class DepthwiseSeparable(nn.Module):
@@ -57,13 +79,11 @@ class DepthwiseSeparable(nn.Module):
         return self.pw(self.dw(x))
 
 
-class MobileNetV1(ClassifierMixin, nn.Module):
+class MobileNetV1(_FeaturesSequence, nn.Module):
     """MobileNetV1 with octave depthwise-separable blocks; alpha = 0 gives the plain network.
 
     Widths are ``make_divisible(c * width_mult, 8)`` (timm's rounding; exact for widths 0.25-1.0).
     """
-
-    head_name = "classifier"
 
     def __init__(
         self,
@@ -72,6 +92,7 @@ class MobileNetV1(ClassifierMixin, nn.Module):
         num_classes: int | None = None,
         in_chans: int = 3,
         drop_rate: float = 0.0,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
         self.alpha = a = check_alpha(alpha)
@@ -94,15 +115,11 @@ class MobileNetV1(ClassifierMixin, nn.Module):
             in_ch = out_ch
         self.features = nn.Sequential(*layers)
         self.num_features = in_ch
-        self.classifier = self._make_head(self.num_classes)
+        self._init_head(self.num_classes, global_pool)
         self.pretrained_cfg = dict(
             IMAGENET_CFG, num_classes=self.num_classes, first_conv="features.0.conv.h2h", classifier="classifier"
         )
         init_weights(self, linear_std=0.01)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        return self.features(x)
 
 
 class InvertedResidual(nn.Module):
@@ -202,10 +219,8 @@ class OnnxInvertedResidual(nn.Module):
         return add_upsampled(y, F.conv2d(x_l, self.project_l_weight))
 
 
-class MobileNetV2(ClassifierMixin, nn.Module):
+class MobileNetV2(_FeaturesSequence, nn.Module):
     """MobileNetV2 in torchvision's layout and width rounding; alpha = 0 is torchvision's network."""
-
-    head_name = "classifier"
 
     def __init__(
         self,
@@ -214,6 +229,7 @@ class MobileNetV2(ClassifierMixin, nn.Module):
         num_classes: int | None = None,
         in_chans: int = 3,
         drop_rate: float = 0.2,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
         self.alpha = check_alpha(alpha)
@@ -239,15 +255,11 @@ class MobileNetV2(ClassifierMixin, nn.Module):
             dict(num_chs=self.num_features, reduction=reduction, module=f"features.{len(layers) - 1}")
         )
         self.features = nn.Sequential(*layers)
-        self.classifier = self._make_head(self.num_classes)
+        self._init_head(self.num_classes, global_pool)
         self.pretrained_cfg = dict(
             IMAGENET_CFG, num_classes=self.num_classes, first_conv="features.0.conv.h2h", classifier="classifier"
         )
         init_weights(self, linear_std=0.01)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        return self.features(x)
 
     def onnx_form(self) -> MobileNetV2:
         """The network ``octzoo.export.export_onnx`` writes: this one where it has no octave block, else an eval-mode

@@ -19,19 +19,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import OctaveTensor, OctConvNormAct, OctMap, check_alpha, convert_alpha, oct_add, oct_apply
+from ..layers import (
+    OctaveTensor,
+    OctConvNormAct,
+    OctMap,
+    as_octave,
+    check_alpha,
+    convert_alpha,
+    oct_add,
+    oct_apply,
+    scriptable_trace,
+)
 from ..layers.cpu_fast import fast_path_active
 from ..layers.octconv import split_channels
 from ..layers.resample import is_channels_last
 from ._common import (
     CIFAR_CFG,
     IMAGENET_CFG,
-    ClassifierMixin,
     check_drop_rate,
     check_in_chans,
     check_num_classes,
     init_weights,
 )
+from ._interface import TimmInterface
 from ._registry import register_model
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "StemMaxPool2d"]
@@ -67,12 +77,16 @@ class StemMaxPool2d(nn.MaxPool2d):
 class ConvertAlpha(nn.Module):
     """Parameter-free identity shortcut across a change of alpha (split + pool, or upsample + concat)."""
 
-    def __init__(self, alpha_out: float) -> None:
+    def __init__(self, channels: int, alpha_in: float, alpha_out: float) -> None:
         super().__init__()
-        self.alpha_out = alpha_out
+        self.channels, self.alpha_out = channels, alpha_out
+        self.octave_in = split_channels(channels, alpha_in)[1] > 0
 
     def forward(self, x: OctMap) -> OctMap:
-        return convert_alpha(x, self.alpha_out)
+        return convert_alpha(as_octave(x, self.octave_in), self.alpha_out, self.channels)
+
+    def __prepare_scriptable__(self) -> nn.Module:  # as a leaf of timm's FX graphs
+        return scriptable_trace(self, OctaveTensor if self.octave_in else Tensor)
 
 
 class ShortcutA(nn.Module):
@@ -86,24 +100,30 @@ class ShortcutA(nn.Module):
         self.stride = stride
         c_in, c_out = split_channels(in_channels, alpha_in), split_channels(out_channels, alpha_in)
         self.pads = [c_out[0] - c_in[0], c_out[1] - c_in[1]]  # zero channels to add to (high, low)
-        self.convert = ConvertAlpha(alpha_out) if alpha_in != alpha_out else nn.Identity()
+        self.octave_in = c_in[1] > 0
+        self.convert = ConvertAlpha(out_channels, alpha_in, alpha_out) if alpha_in != alpha_out else None
 
     def _branch(self, x: Tensor, pad: int) -> Tensor:
         x = x[..., :: self.stride, :: self.stride]  # (N, C, ceil(H/s), ceil(W/s))
         return F.pad(x, (0, 0, 0, 0, pad // 2, pad - pad // 2))
 
     def forward(self, x: OctMap) -> OctMap:
-        if isinstance(x, Tensor):
+        x = as_octave(x, self.octave_in)
+        if not isinstance(x, tuple):
             y = self._branch(x, self.pads[0])
         else:
             x_h, x_l = x
             y = OctaveTensor(self._branch(x_h, self.pads[0]), self._branch(x_l, self.pads[1]))
-        return self.convert(y)
+        return y if self.convert is None else self.convert(y)
+
+    def __prepare_scriptable__(self) -> nn.Module:  # as a leaf of timm's FX graphs
+        return scriptable_trace(self, OctaveTensor if self.octave_in else Tensor)
 
 
-def _shortcut(in_ch: int, out_ch: int, stride: int, alpha_in: float, alpha_out: float, kind: str) -> nn.Module:
+def _shortcut(in_ch: int, out_ch: int, stride: int, alpha_in: float, alpha_out: float, kind: str) -> nn.Module | None:
+    """The shortcut's module; None for the identity (as in torchvision)."""
     if stride == 1 and in_ch == out_ch:
-        return ConvertAlpha(alpha_out) if alpha_in != alpha_out else nn.Identity()
+        return ConvertAlpha(out_ch, alpha_in, alpha_out) if alpha_in != alpha_out else None
     if kind == "A":
         return ShortcutA(in_ch, out_ch, stride, alpha_in, alpha_out)
     return OctConvNormAct(in_ch, out_ch, 1, stride, alpha_in=alpha_in, alpha_out=alpha_out, act_layer=None)
@@ -121,10 +141,13 @@ class BasicBlock(nn.Module):
         self.conv2 = OctConvNormAct(planes, planes, 3, alpha_in=a_mid, alpha_out=a_out, act_layer=None)
         self.act = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_ch, planes, stride, a_in, a_out, shortcut)
+        self.octave_in, self.octave_out = self.conv1.conv.in_split[1] > 0, self.conv2.conv.out_split[1] > 0
 
     def forward(self, x: OctMap) -> OctMap:
-        y = self.conv2(self.conv1(x))
-        return oct_apply(self.act, oct_add(y, self.downsample(x)))
+        x = as_octave(x, self.octave_in)
+        y = as_octave(self.conv2(self.conv1(x)), self.octave_out)
+        shortcut = x if self.downsample is None else as_octave(self.downsample(x), self.octave_out)
+        return oct_apply(self.act, oct_add(y, shortcut))
 
 
 class Bottleneck(nn.Module):
@@ -141,10 +164,13 @@ class Bottleneck(nn.Module):
         self.conv3 = OctConvNormAct(planes, out_ch, 1, alpha_in=a_mid, alpha_out=a_out, act_layer=None)
         self.act = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_ch, out_ch, stride, a_in, a_out, shortcut)
+        self.octave_in, self.octave_out = self.conv1.conv.in_split[1] > 0, self.conv3.conv.out_split[1] > 0
 
     def forward(self, x: OctMap) -> OctMap:
-        y = self.conv3(self.conv2(self.conv1(x)))
-        return oct_apply(self.act, oct_add(y, self.downsample(x)))
+        x = as_octave(x, self.octave_in)
+        y = as_octave(self.conv3(self.conv2(self.conv1(x))), self.octave_out)
+        shortcut = x if self.downsample is None else as_octave(self.downsample(x), self.octave_out)
+        return oct_apply(self.act, oct_add(y, shortcut))
 
 
 def octave_placement(layers: Sequence[int], alpha: float, layout: str) -> list[list[tuple[float, float, float]]]:
@@ -174,7 +200,7 @@ def _check_cifar_low_branches(planes: Sequence[int], alpha: float, depth: int) -
         )
 
 
-class ResNet(ClassifierMixin, nn.Module):
+class ResNet(TimmInterface, nn.Module):
     """ResNet with octave convolutions; ``alpha = 0`` gives the plain network.
 
     ``layout="imagenet"``: 7x7/2 stem, 3x3/2 max-pool, stages of 64/128/256/512 planes, projection shortcuts
@@ -192,6 +218,7 @@ class ResNet(ClassifierMixin, nn.Module):
         in_chans: int = 3,
         drop_rate: float = 0.0,
         zero_init_residual: bool = False,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
         if layout not in ("imagenet", "cifar"):
@@ -224,7 +251,7 @@ class ResNet(ClassifierMixin, nn.Module):
             self.feature_info.append(dict(num_chs=in_ch, reduction=reduction, module=f"layer{i + 1}"))
         self.num_stages = len(layers)
         self.num_features = in_ch
-        self.fc = self._make_head(self.num_classes)
+        self._init_head(self.num_classes, global_pool)
         self.pretrained_cfg = dict(cfg, num_classes=self.num_classes, first_conv="conv1.conv.h2h", classifier="fc")
 
         init_weights(self)
@@ -236,12 +263,29 @@ class ResNet(ClassifierMixin, nn.Module):
                         if norm is not None:
                             nn.init.zeros_(norm.weight)
 
+    def _stages(self) -> list[nn.Sequential]:
+        return [getattr(self, f"layer{i}") for i in range(1, self.num_stages + 1)]
+
     def forward_features(self, x: Tensor) -> Tensor:
+        """The unpooled last feature map: (N, num_features, H / 32, W / 32) ImageNet, (N, 64, H / 4, W / 4) CIFAR."""
         self.check_input(x)
         x = self.maxpool(self.conv1(x))
-        for i in range(1, self.num_stages + 1):
-            x = getattr(self, f"layer{i}")(x)
+        for stage in self._stages():
+            x = self._run(stage, x)
         return x  # the last stage is plain in both layouts
+
+    def _units(self) -> list[tuple[nn.Module, int | None]]:
+        return [(self.conv1, 0), (self.maxpool, None)] + [(s, i) for i, s in enumerate(self._stages(), 1)]
+
+    def _prune_after(self, level: int) -> None:
+        for i in range(level + 1, self.num_stages + 1):
+            setattr(self, f"layer{i}", nn.Sequential())  # empty: a stage that passes its input through
+        if level == 0:
+            self.maxpool = nn.Identity()
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """timm's parameter groups (layer-wise learning-rate decay): the stem, then stages or blocks."""
+        return dict(stem=r"^conv1\.", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
 
 
 def _imagenet(block, layers, alpha=0.0, **kwargs) -> ResNet:
