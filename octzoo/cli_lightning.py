@@ -27,7 +27,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .models import model_entry
-from .training import ImageClassifier, RunSummary, read_summary
+from .training import ImageClassifier, RunSummary, read_summary, run_name
 
 __all__ = ["OctzooCLI", "main"]
 
@@ -47,14 +47,15 @@ class OctzooCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         model = cfg.model
-        alpha = (model.model_kwargs or {}).get("alpha", model_entry(model.model_name).default_alpha) or 0.0
-        run_name = f"{model.model_name}_a{alpha:g}"
+        kwargs = model.model_kwargs or {}
+        alpha = kwargs.get("alpha", model_entry(model.model_name).default_alpha) or 0.0
+        name = run_name(model.model_name, alpha, kwargs.get("width_mult"))
         previous = self._resumed_run(cfg.get("ckpt_path")) if self.subcommand == "fit" else None
         for logger in self._loggers(cfg):
             args, kind = logger.init_args, logger.class_path.rsplit(".", 1)[-1]
             if kind == "CSVLogger":
                 if args.get("name") in (None, "auto"):
-                    args.name = run_name
+                    args.name = name
                 if previous:  # continue in the interrupted run's folder
                     run_dir = Path(previous["run_dir"])
                     args.save_dir, args.name, args.version = (
@@ -64,7 +65,8 @@ class OctzooCLI(LightningCLI):
                     )
             elif kind == "WandbLogger":
                 args.group = args.get("group") or model.model_name
-                args.tags = args.get("tags") or [model.model_name, f"alpha={alpha:g}"]
+                width = [f"width_mult={kwargs['width_mult']:g}"] if kwargs.get("width_mult") not in (None, 1) else []
+                args.tags = args.get("tags") or [model.model_name, f"alpha={alpha:g}", *width]
                 if previous and previous.get("wandb"):
                     args.id = previous["wandb"]["id"]
                     args.resume = "allow"

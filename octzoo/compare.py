@@ -91,6 +91,7 @@ class Run:
     group: str | None = None
     tags: tuple[str, ...] = ()
     settings: tuple[tuple[str, str], ...] = ()  # from training_settings()
+    width_mult: float | None = None  # model_kwargs.width_mult other than 1
     load_curves: Callable[[], Curves] | None = field(default=None, repr=False, compare=False)
     _curves: Curves | None = field(default=None, repr=False, compare=False)
 
@@ -104,7 +105,12 @@ class Run:
 
     @property
     def key(self) -> tuple:
-        return (self.dataset, self.model, round(float(self.alpha), 6), self.epochs, self.settings)
+        return (self.dataset, self.model, round(float(self.alpha), 6), self.width_mult, self.epochs, self.settings)
+
+    @property
+    def label(self) -> str:
+        """The network: its model name, with its width when it is not the paper's (``resnet20 x0.84``)."""
+        return self.model if self.width_mult is None else f"{self.model} x{self.width_mult:g}"
 
     def curves(self) -> Curves:
         if self._curves is None:
@@ -197,6 +203,7 @@ def read_local_run(run_dir: str | os.PathLike) -> Run:
         group=wandb_logger.get("group"),
         tags=tuple(wandb_logger.get("tags") or ()),
         settings=training_settings(config),
+        width_mult=_width_mult(config.get("model")),
         load_curves=lambda: read_metrics_csv(run_dir / "metrics.csv"),
     )
 
@@ -204,7 +211,8 @@ def read_local_run(run_dir: str | os.PathLike) -> Run:
 # Arguments that name where data, loaders and seeds come from, or the model itself (in Run.key already): what
 # stays out of a run's settings. Seeds are a group's repeats.
 _NOT_SETTINGS = frozenset(
-    ["model.model_name", "model.model_kwargs.alpha", "data.data_dir", "data.cache_dir", "data.download"]
+    ["model.model_name", "model.model_kwargs.alpha", "model.model_kwargs.width_mult"]
+    + ["data.data_dir", "data.cache_dir", "data.download"]
     + ["data.num_workers", "data.pin_memory", "data.persistent_workers", "data.on_bad_image", "data.seed"]
 )
 
@@ -228,6 +236,12 @@ def training_settings(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     walk("model", config.get("model"))
     walk("data", data)
     return tuple(sorted(out.items()))
+
+
+def _width_mult(model: Any) -> float | None:
+    """A run's ``model.model_kwargs.width_mult``, None for the paper's width (1 or unset)."""
+    width = ((model or {}).get("model_kwargs") or {}).get("width_mult") if isinstance(model, dict) else None
+    return None if width is None or width == 1 else float(width)
 
 
 def _int(value: Any) -> int | None:
@@ -344,6 +358,7 @@ def _wandb_run(path: str, r: Any) -> Run | None:
         group=r.group,
         tags=tuple(r.tags or ()),
         settings=training_settings(resolved),
+        width_mult=_width_mult(resolved.get("model") or {"model_kwargs": config.get("model_kwargs")}),
         load_curves=lambda: _wandb_curves(r),
     )
 
@@ -438,7 +453,9 @@ def aggregate(runs: Iterable[Run], metric: str = "test") -> Comparison:
                 top5=[t[2] for t in with_metric if t[2] is not None],
             )
         )
-    rows.sort(key=lambda row: (row.first.dataset, row.first.family, row.first.epochs or 0, row.first.alpha))
+    rows.sort(
+        key=lambda r: (r.first.dataset, r.first.family, r.first.epochs or 0, r.first.width_mult or 1, r.first.alpha)
+    )
     shared = set.intersection(*(set(row.first.settings) for row in rows)) if rows else set()
     for row in rows:
         row.distinct = " ".join(f"{k}={_plain(v)}" for k, v in row.first.settings if (k, v) not in shared)
@@ -470,16 +487,18 @@ def measure_latency(rows: list[Row], repeats: int = 20, warmup: int = 2) -> list
     nets, warnings = {}, []
     for row in rows:
         run = row.first
-        spec = (run.model, run.alpha, run.num_classes, run.input_size)
+        spec = _latency_spec(run)
         if spec in nets:
             continue
         kwargs = {"num_classes": run.num_classes} if run.num_classes else {}
         if run.model.startswith("oct_"):
             kwargs["alpha"] = run.alpha
+        if run.width_mult is not None:
+            kwargs["width_mult"] = run.width_mult
         try:
             net = octzoo.create_model(run.model, **kwargs).eval()
         except ValueError as err:
-            warnings.append(f"no latency for {run.model}: {err}")
+            warnings.append(f"no latency for {run.label}: {err}")
             continue
         size = run.input_size or tuple(net.pretrained_cfg["input_size"])
         nets[spec] = (net, torch.randn(1, *size))
@@ -490,9 +509,14 @@ def measure_latency(rows: list[Row], repeats: int = 20, warmup: int = 2) -> list
     latency = dict(zip(specs, medians, strict=True))
     for row in rows:
         run = row.first
-        seconds = latency.get((run.model, run.alpha, run.num_classes, run.input_size))
+        seconds = latency.get(_latency_spec(run))
         row.latency_ms = None if seconds is None else 1e3 * seconds
     return warnings
+
+
+def _latency_spec(run: Run) -> tuple:
+    """What the timed network depends on: a thinner network is never timed as the full-width one."""
+    return (run.model, run.alpha, run.width_mult, run.num_classes, run.input_size)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -541,7 +565,7 @@ def format_report(comparison: Comparison) -> str:
         lines.append(
             [
                 run.dataset,
-                run.model,
+                run.label,
                 f"{run.alpha:g}",
                 _epochs(row),
                 _params(run.params),
@@ -565,7 +589,7 @@ def format_report(comparison: Comparison) -> str:
                 [
                     r.status,
                     r.dataset,
-                    r.model,
+                    r.label,
                     f"{r.alpha:g}",
                     "-" if r.seed is None else str(r.seed),
                     f"{'?' if done is None else done} of {'?' if r.epochs is None else r.epochs}",
@@ -596,14 +620,14 @@ def write_csvs(comparison: Comparison, out: Path) -> list[Path]:
     with rows_path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
-            ["dataset", "model", "family", "alpha", "epochs", "params", "macs", "latency_ms", "top1_mean", "top1_std"]
-            + ["top5_mean", "top5_std", "n", "seeds", "source", "without_metric", "runs", "settings"]
+            ["dataset", "model", "family", "alpha", "width_mult", "epochs", "params", "macs", "latency_ms", "top1_mean"]
+            + ["top1_std", "top5_mean", "top5_std", "n", "seeds", "source", "without_metric", "runs", "settings"]
         )
         for row in comparison.rows:
             run = row.first
             (m1, s1), (m5, s5) = mean_std(row.top1), mean_std(row.top5)
             w.writerow(
-                [run.dataset, run.model, run.family, run.alpha, run.epochs, run.params, run.macs]
+                [run.dataset, run.model, run.family, run.alpha, run.width_mult or 1, run.epochs, run.params, run.macs]
                 + [_round(row.latency_ms), _round(m1, 100), _round(s1, 100), _round(m5, 100), _round(s5, 100)]
                 + [len(row.runs), " ".join("-" if s is None else str(s) for s in row.seeds), row.source]
                 + [len(row.missing), " ".join(r.id for r in row.runs), row.distinct]
@@ -616,13 +640,14 @@ def write_csvs(comparison: Comparison, out: Path) -> list[Path]:
     with runs_path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
-            ["run", "role", "status", "dataset", "model", "alpha", "epochs", "epochs_done", "seed"]
+            ["run", "role", "status", "dataset", "model", "alpha", "width_mult", "epochs", "epochs_done", "seed"]
             + ["top1", "top5", "source", "updated"]
         )
         for r, role, source in roles:
             top1, top5 = r.top(source) if source else (None, None)
             w.writerow(
-                [r.id, role, r.status, r.dataset, r.model, r.alpha, r.epochs, r.completed_epochs(), r.seed]
+                [r.id, role, r.status, r.dataset, r.model, r.alpha, r.width_mult or 1, r.epochs, r.completed_epochs()]
+                + [r.seed]
                 + [_round(top1, 100), _round(top5, 100), source or "", r.updated]
             )
     return [rows_path, runs_path]
@@ -646,27 +671,34 @@ def _pyplot():
 
 
 def plot_top1_vs_macs(comparison: Comparison, path: Path) -> Path:
-    """Top-1 against MACs: one line per (data set, family, budget, settings), points labelled with alpha, std
-    error bars."""
+    """Top-1 against MACs: one line per (data set, family, budget, settings) through its alphas, and one through
+    the widths of its thinner plain networks (which starts from the full-width plain point), points labelled with
+    alpha or width, std error bars."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     lines: dict[tuple, list[Row]] = {}
     for row in comparison.rows:
         if row.top1 and row.first.macs:
-            key = (row.first.dataset, row.first.family, row.first.epochs, row.distinct)
+            run = row.first
+            key = (run.dataset, run.family, run.epochs, row.distinct, run.width_mult is not None)
             lines.setdefault(key, []).append(row)
-    for (dataset, family, epochs, distinct), rows in lines.items():
+            if run.alpha == 0 and run.width_mult is None:  # the full-width plain network starts the width line too
+                lines.setdefault(key[:-1] + (True,), []).append(row)
+    lines = {key: rows for key, rows in lines.items() if not key[-1] or any(r.first.width_mult for r in rows)}
+    for (dataset, family, epochs, distinct, widths), rows in lines.items():
         rows.sort(key=lambda r: r.first.macs)
         xs = [r.first.macs / 1e6 for r in rows]
         stats = [mean_std(r.top1) for r in rows]
         ys = [100 * m for m, _ in stats]
         errs = [100 * (s or 0.0) for _, s in stats]
         sources = sorted({SOURCE_LABELS[r.source] for r in rows})
-        label = f"{family} ({dataset}, {epochs if epochs is not None else '?'} ep; {', '.join(sources)})"
+        kind = "plain, by width" if widths else "by alpha"
+        label = f"{family} {kind} ({dataset}, {epochs if epochs is not None else '?'} ep; {', '.join(sources)})"
         label += f"\n{distinct}" if distinct else ""
-        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label)
+        ax.errorbar(xs, ys, yerr=errs, marker="s" if widths else "o", capsize=3, label=label)
         for x, y, r in zip(xs, ys, rows, strict=True):
-            ax.annotate(f"α={r.first.alpha:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            text = f"x{r.first.width_mult or 1:g}" if widths else f"α={r.first.alpha:g}"
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("MACs (M)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title("top-1 against multiply-adds (mean ± std over seeds)")
@@ -690,7 +722,7 @@ def plot_curves(comparison: Comparison, path: Path) -> Path:
     for run, style in runs:
         color = color_of.setdefault(run.key, colors[len(color_of) % len(colors)])
         seed = "" if run.seed is None else f" s{run.seed}"
-        label = f"{run.model} α={run.alpha:g}{seed}" + ("" if run.finished else f" ({run.status})")
+        label = f"{run.label} α={run.alpha:g}{seed}" + ("" if run.finished else f" ({run.status})")
         curves = run.curves()
         if curves.val_acc1:
             epochs = sorted(curves.val_acc1)

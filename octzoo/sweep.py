@@ -65,10 +65,13 @@ class Point:
     seed: int | None
     epochs: int | None
     runs_dir: Path | None
+    width_mult: float | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.model}_a{self.alpha:g}_s{'-' if self.seed is None else self.seed}"
+        from octzoo.training import run_name  # lazily: the command's other paths never load Lightning
+
+        return f"{run_name(self.model, self.alpha, self.width_mult)}_s{'-' if self.seed is None else self.seed}"
 
 
 @dataclass
@@ -236,7 +239,9 @@ def expand(
         name = model.get("model_name")
         if not name:
             raise SweepError(f"{sweep.path}: a point names no model (model.model_name) in {params}")
-        alpha = (model.get("model_kwargs") or {}).get("alpha", model_entry(name).default_alpha) or 0.0
+        kwargs = model.get("model_kwargs") or {}
+        alpha = kwargs.get("alpha", model_entry(name).default_alpha) or 0.0
+        width = kwargs.get("width_mult")
         seed = cfg.get("seed_everything")
         epochs = (cfg.get("trainer") or {}).get("max_epochs")
         points.append(
@@ -248,6 +253,7 @@ def expand(
                 seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
                 epochs=epochs if isinstance(epochs, int) else None,
                 runs_dir=Path(runs_dir) if runs_dir else _csv_save_dir(cfg),
+                width_mult=None if width in (None, 1) else float(width),
             )
         )
     return points
@@ -258,8 +264,8 @@ def decide(point: Point, runs: Sequence[Any], now: datetime | None = None, stale
     now = now or datetime.now(timezone.utc)
     if point.seed is None:
         return Decision("start", "no fixed seed, so no earlier run can stand for this point")
-    key = (point.model, round(point.alpha, 6), point.seed, point.epochs)
-    mine = [r for r in runs if (r.model, round(r.alpha, 6), r.seed, r.epochs) == key]
+    key = (point.model, round(point.alpha, 6), point.width_mult, point.seed, point.epochs)
+    mine = [r for r in runs if (r.model, round(r.alpha, 6), r.width_mult, r.seed, r.epochs) == key]
     finished = sorted((r for r in mine if r.finished), key=lambda r: r.updated)
     if finished:
         return Decision("skip", f"finished in {finished[-1].id}")

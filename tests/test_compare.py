@@ -14,7 +14,7 @@ from conftest import REPO_ROOT, write_cifar_pickles
 from test_train_cli import read_wandb_records
 
 from octzoo.cli import main as octzoo_main
-from octzoo.compare import read_local_run
+from octzoo.compare import _latency_spec, read_local_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -174,6 +174,16 @@ def test_runs_of_other_settings_get_their_own_rows_and_paths_do_not(trained, tmp
     assert float(rows[str(cutout)]["top1_mean"]) == 50.0
     assert f"- dropped {moved} (seed 0), kept {base}" in out
     assert "| top-1 from | settings |" in out and "| test | data.augment=cutout model.pretrained=false |" in out
+
+    # a thinner network is another row, labelled and timed with its width, not another setting
+    thin = copy_run(run, runs / "thin", {("config", "model", "model_kwargs", "width_mult"): 0.5})
+    assert compare(str(base), str(thin), "--out", str(tmp_path / "widths"), "--no-plots") == 0
+    out = capsys.readouterr().out
+    widths = {r["runs"]: r for r in read_csv(tmp_path / "widths/compare.csv")}
+    assert (widths[str(thin)]["width_mult"], widths[str(base)]["width_mult"]) == ("0.5", "1")
+    assert widths[str(thin)]["settings"] == "" and "| oct_resnet20 x0.5 |" in out
+    thin_run, base_run = read_local_run(thin), read_local_run(base)
+    assert _latency_spec(thin_run) != _latency_spec(base_run)
 
     # one row alone has nothing to tell apart: no settings column
     assert compare(str(base), "--out", str(tmp_path / "one"), "--no-plots") == 0

@@ -120,7 +120,8 @@ def test_definition_path_runs_aten_operators_only_and_fewer_than_the_fast_path()
 
 def test_parameter_layout_and_no_decay_selection_unchanged():
     """State-dict names, shapes and order, and the parameters ``no_decay_norm_bias`` exempts, as recorded for
-    every registered model before the operator got its two paths: checkpoints written then still resume."""
+    every registered model before the operator got its two paths (resnet14 and oct_resnet14 when they were added):
+    checkpoints written then still resume."""
     recorded = json.loads((Path(__file__).parent / "state_dict_layouts.json").read_text())
     assert sorted(recorded) == list_models()
     for name, want in recorded.items():

@@ -218,7 +218,7 @@ BAD_ARGUMENTS = [
     (dict(name="resnet50", num_classes=-1), "num_classes=-1"),
     (dict(name="resnet20", num_classes=2.5), r"num_classes=2\.5 must be an integer"),
     (dict(name="resnet20", num_classes=True), "num_classes=True must be an integer"),
-    (dict(name="resnet50", width_mult=0.5), "width_mult"),
+    (dict(name="resnet50", width_mult=True), "width_mult=True must be a number > 0"),
     (dict(name="mobilenet_v1", width_mult=0), "width_mult=0 must be a number > 0"),
     (dict(name="oct_mobilenet_v2", width_mult=-1.0), r"width_mult=-1\.0 must be a number > 0"),
     (dict(name="resnet20", in_chans=0), "in_chans=0 must be an integer >= 1"),
@@ -377,3 +377,19 @@ def test_models_at_random_shapes_and_alphas_agree_with_the_reference(name, alpha
             plain = octzoo.create_model(name.removeprefix("oct_"), **{k: v for k, v in kwargs.items() if k != "alpha"})
             plain.load_state_dict(model.state_dict())
             assert torch.equal(plain.eval()(x), out)
+
+
+def test_resnet_width_mult_scales_every_stage_and_keeps_octave_working():
+    thin = octzoo.create_model("resnet20", width_mult=0.84)
+    assert thin.width_mult == 0.84
+    assert [thin.conv1.conv.out_channels] + [
+        thin.get_submodule(f"layer{i}")[0].conv1.conv.out_channels for i in (1, 2, 3)
+    ] == [13, 13, 27, 54]
+    assert thin.num_features == 54 and thin(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    octave = octzoo.create_model("oct_resnet20", alpha=0.5, width_mult=0.5)  # stages of 8/16/32 channels
+    assert octave.layer1[0].conv1.conv.out_split == (4, 4)
+    assert octave(torch.randn(1, 3, 17, 15)).shape == (1, 10)
+    wide = octzoo.create_model("resnet50", width_mult=0.25, num_classes=3)
+    assert wide.num_features == 512 and wide(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+    with pytest.raises(ValueError, match=r"width_mult=0 must be a number > 0"):
+        octzoo.create_model("resnet20", width_mult=0)

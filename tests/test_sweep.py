@@ -101,6 +101,33 @@ def test_the_report_grid_has_every_row_of_its_tables_and_each_builds_for_cifar(m
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
+def test_the_frontier_grid_matches_the_octave_multiply_adds_and_keeps_widths_apart(tmp_path, monkeypatch):
+    """configs/sweeps/cifar10_frontier.yml: thinner plain ResNet-20s at the octave networks' multiply-adds, each
+    width its own run folder and sweep point (a full-width run never stands for a thinner one)."""
+    monkeypatch.chdir(REPO_ROOT)
+    points = expand(load_sweep("configs/sweeps/cifar10_frontier.yml"), {"OCTZOO_DATA": "d"}, runs_dir=str(tmp_path))
+    assert sorted({p.name for p in points}) == sorted(
+        f"{n}_s{s}"
+        for n in ("resnet20_w0.84_a0", "resnet20_w0.68_a0", "resnet20_w0.58_a0", "resnet14_a0")
+        for s in (0, 1)
+    )
+    full = octzoo.profile(octzoo.create_model("resnet20"), (3, 32, 32)).macs
+    for width, alpha in ((0.84, 0.25), (0.68, 0.5), (0.58, 0.75)):
+        thin = octzoo.profile(octzoo.create_model("resnet20", width_mult=width), (3, 32, 32)).macs
+        octave = octzoo.profile(octzoo.create_model("oct_resnet20", alpha=alpha), (3, 32, 32)).macs
+        assert abs(thin - octave) < 0.01 * full, (width, thin / full, octave / full)
+    fake_run(tmp_path, "resnet20_a0/version_0", model="resnet20", alpha=0.0, seed=0, status="finished")
+    fake_run(
+        tmp_path, "resnet20_w0.68_a0/version_0", model="resnet20", alpha=0.0, seed=0, status="finished", width=0.68
+    )
+    found = read_local_runs([tmp_path])[0]
+    decisions = {p.name: decide(p, found).action for p in points if p.seed == 0}
+    assert decisions == {"resnet20_w0.84_a0_s0": "start", "resnet20_w0.68_a0_s0": "skip"} | {
+        "resnet20_w0.58_a0_s0": "start",
+        "resnet14_a0_s0": "start",
+    }
+
+
 def test_the_reading_of_a_point_matches_lightningcli(tmp_path, monkeypatch):
     """The light config reading behind the decisions agrees with LightningCLI's own (--print_config)."""
     root = repo_like(tmp_path)
@@ -115,7 +142,9 @@ def test_the_reading_of_a_point_matches_lightningcli(tmp_path, monkeypatch):
     assert cfg["model"]["label_smoothing"] == 0.1 and cfg["trainer"]["precision"] == "bf16-mixed"  # the recipe holds
 
 
-def fake_run(runs: Path, name: str, *, model, alpha, seed, status, max_epochs=60, updated=None, ckpt_mtime=None):
+def fake_run(
+    runs: Path, name: str, *, model, alpha, seed, status, max_epochs=60, updated=None, ckpt_mtime=None, width=None
+):
     """A run folder as octzoo fit leaves it: summary.json (only the fields the decisions read), maybe last.ckpt."""
     run = runs / name
     run.mkdir(parents=True)
@@ -128,7 +157,11 @@ def fake_run(runs: Path, name: str, *, model, alpha, seed, status, max_epochs=60
         "seed": seed,
         "epochs": 3,
         "data": {"class": "CIFAR10DataModule", "name": "cifar10", "num_classes": 10},
-        "config": {"seed_everything": seed, "trainer": {"max_epochs": max_epochs}},
+        "config": {
+            "seed_everything": seed,
+            "trainer": {"max_epochs": max_epochs},
+            "model": {"model_name": model, "model_kwargs": {} if width is None else {"width_mult": width}},
+        },
         "metrics": {"final": {}, "best": {}, "test": {}},
         "updated_at": (updated or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
     }

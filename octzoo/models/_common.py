@@ -35,6 +35,12 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return new + divisor if new < 0.9 * value else new
 
 
+def scale_width(channels: int, width_mult: float) -> int:
+    """``channels * width_mult`` rounded to the nearest whole channel, halves up, at least 1 (the ResNets'
+    rounding; the MobileNets round to multiples of 8 with :func:`make_divisible`, as timm and torchvision do)."""
+    return max(1, int(channels * width_mult + 0.5))
+
+
 def check_num_classes(num_classes: int) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"num_classes={num_classes!r} must be an integer >= 0 (0 removes the classifier)")

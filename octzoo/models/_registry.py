@@ -142,8 +142,6 @@ def create_model(
         if entry.is_octave:
             kwargs["alpha"] = alpha
     if width_mult is not None:
-        if "width_mult" not in inspect.signature(entry.fn).parameters:
-            raise ValueError(f"{arch} has no width_mult; only the MobileNets take one")
         kwargs["width_mult"] = width_mult
     model = entry.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
     cfg = dict(model.pretrained_cfg, architecture=arch)

@@ -39,7 +39,9 @@ from ._common import (
     check_drop_rate,
     check_in_chans,
     check_num_classes,
+    check_width_mult,
     init_weights,
+    scale_width,
 )
 from ._interface import TimmInterface
 from ._registry import register_model
@@ -206,6 +208,10 @@ class ResNet(TimmInterface, nn.Module):
     ``layout="imagenet"``: 7x7/2 stem, 3x3/2 max-pool, stages of 64/128/256/512 planes, projection shortcuts
     (torchvision's ResNet). ``layout="cifar"``: 3x3 stem with 16 channels, no max-pool, stages of
     16/32/64, parameter-free option-A shortcuts (He et al. 2016, Sec. 4.2).
+
+    ``width_mult`` scales the stem's and every stage's channels, each rounded to the nearest whole channel (halves
+    up, at least 1): CIFAR ResNet-20 at 0.84 has stages of 13/27/54 channels. Multiply-adds scale about as its
+    square; 1.0 is the papers' width.
     """
 
     def __init__(
@@ -219,6 +225,7 @@ class ResNet(TimmInterface, nn.Module):
         drop_rate: float = 0.0,
         zero_init_residual: bool = False,
         global_pool: str = "avg",
+        width_mult: float = 1.0,
     ) -> None:
         super().__init__()
         if layout not in ("imagenet", "cifar"):
@@ -230,6 +237,8 @@ class ResNet(TimmInterface, nn.Module):
         self.in_chans = check_in_chans(in_chans)
         self.drop_rate = check_drop_rate(drop_rate)
         stem_ch, planes, shortcut = (16, (16, 32, 64), "A") if cifar else (64, (64, 128, 256, 512), "B")
+        self.width_mult = check_width_mult(width_mult)
+        stem_ch, planes = scale_width(stem_ch, width_mult), tuple(scale_width(p, width_mult) for p in planes)
         if len(layers) != len(planes):
             raise ValueError(f"layout {layout!r} has {len(planes)} stages, got layers={tuple(layers)}")
         if cifar:
@@ -371,6 +380,18 @@ def oct_resnet152(alpha: float = 0.125, **kwargs) -> ResNet:
 
 
 # CIFAR ResNets (6n + 2 layers). Default alpha .25.
+@register_model(cfg=CIFAR_CFG)
+def resnet14(**kwargs) -> ResNet:
+    """CIFAR ResNet-14: two basic blocks per stage, ResNet-20 made shallower (0.69 of its MACs)."""
+    return _cifar(14, **kwargs)
+
+
+@register_model(cfg=CIFAR_CFG)
+def oct_resnet14(alpha: float = 0.25, **kwargs) -> ResNet:
+    """CIFAR Oct-ResNet-14."""
+    return _cifar(14, alpha, **kwargs)
+
+
 @register_model(cfg=CIFAR_CFG)
 def resnet20(**kwargs) -> ResNet:
     """CIFAR ResNet-20 (He et al. 2016): 269,722 params, 40.55 M MACs."""

@@ -4,7 +4,7 @@ from .checkpoint_io import AtomicCheckpointIO, LastCheckpoint
 from .loggers import CSVLogger
 from .module import ImageClassifier
 from .reseed import ReseedEachBatch
-from .summary import RunSummary, read_summary
+from .summary import RunSummary, read_summary, run_name
 from .wandb import WandbLogger
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "RunSummary",
     "WandbLogger",
     "read_summary",
+    "run_name",
 ]

@@ -35,9 +35,16 @@ from lightning.pytorch.loggers import WandbLogger
 from .checkpoint_io import atomic_write
 from .loggers import CSVLogger
 
-__all__ = ["RunSummary", "read_summary", "write_json_atomic"]
+__all__ = ["RunSummary", "read_summary", "run_name", "write_json_atomic"]
 
 SCHEMA = 1
+
+
+def run_name(model: str, alpha: float, width_mult: float | None = None) -> str:
+    """A run's name and folder: ``<model>_a<alpha>``, with ``_w<width_mult>`` before the alpha for a width other
+    than 1 (``resnet20_w0.84_a0``), so a thinner network's runs never mix with the full-width one's."""
+    width = "" if width_mult is None or width_mult == 1 else f"_w{width_mult:g}"
+    return f"{model}{width}_a{alpha:g}"
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
