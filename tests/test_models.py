@@ -204,7 +204,7 @@ def test_in_chans_changes_the_stem():
 def test_list_models_patterns():
     names = octzoo.list_models()
     plain = ["resnet18", "resnet26", "resnet34", "resnet50", "resnet101", "resnet152"]
-    plain += ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "mobilenet_v1", "mobilenet_v2"]
+    plain += ["resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "mobilenet_v1", "mobilenet_v2"]
     assert sorted(names) == sorted(plain + ["oct_" + n for n in plain])
     assert octzoo.list_models("oct_resnet2*") == ["oct_resnet20", "oct_resnet26"]
 
