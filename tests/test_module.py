@@ -132,6 +132,21 @@ def test_bf16_mixed_and_channels_last(tmp_path):
     assert model.model.conv1.conv.h2h.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_grad_checkpointing_fits_to_the_same_weights(tmp_path):
+    """``grad_checkpointing`` recomputes the blocks in backward: the fit ends at the weights of the plain fit (batch
+    norms in training also recompute their statistics, so only their running averages differ)."""
+    fits = {}
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = ImageClassifier("oct_resnet20", model_kwargs={"alpha": 0.5}, grad_checkpointing=ckpt)
+        assert model.model.grad_checkpointing is ckpt
+        L.seed_everything(0)
+        quiet_trainer(tmp_path / str(ckpt), epochs=1).fit(model, TinyData())
+        fits[ckpt] = {n: p.detach() for n, p in model.model.named_parameters()}
+    for name, weight in fits[True].items():
+        torch.testing.assert_close(weight, fits[False][name], msg=name)
+
+
 @pytest.mark.parametrize(
     ("precision", "fast_bf16", "emulated"),
     [("bf16-mixed", False, True), ("bf16-mixed", True, False), ("32-true", False, False)],

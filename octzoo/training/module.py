@@ -45,6 +45,10 @@ class ImageClassifier(L.LightningModule):
     torch.compile does not trace) and in the batch-norm statistics pass of StochasticWeightAveraging. cuDNN
     autotuning is Lightning's own switch, ``--trainer.benchmark true``.
 
+    Memory: ``grad_checkpointing`` turns on the network's activation checkpointing (timm's
+    ``set_grad_checkpointing``): each block's activations are recomputed in backward instead of kept, for larger
+    batches at about one more forward pass of time.
+
     The training step does not wait for the device: a non-finite loss is recorded on the device and its update is
     undone there (the weights after it are those before it, bit for bit, and so after every later step).
     The record is read when Lightning writes the step metrics (every ``trainer.log_every_n_steps``), before every
@@ -81,6 +85,7 @@ class ImageClassifier(L.LightningModule):
         cutmix_alpha: float = 0.0,
         channels_last: bool = False,
         compile: bool | Literal["reduce-overhead", "max-autotune-no-cudagraphs"] = False,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if not (isinstance(compile, bool) or isinstance(compile, str) and compile in COMPILE_MODES):
@@ -92,6 +97,7 @@ class ImageClassifier(L.LightningModule):
         self.model = create_model(model_name, pretrained=pretrained, num_classes=num_classes, **(model_kwargs or {}))
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.model.set_grad_checkpointing(grad_checkpointing)
         top5 = min(5, num_classes)
         # no argument checks in the training step: they read the labels on the host (a device sync)
         self.train_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
