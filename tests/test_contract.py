@@ -6,6 +6,7 @@ These mirror what timm's own ``tests/test_models.py`` asks of its models, withou
 
 import re
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -46,6 +47,15 @@ def test_config_head_and_global_pool(name):
         assert both.head_hidden_size == 2 * both.num_features
         assert both(x).shape == (1, 4)
     assert model.no_weight_decay() == set()
+
+
+@pytest.mark.parametrize("name", octzoo.list_models("oct_*") + octzoo.list_pretrained("oct_*"))
+def test_timms_registered_configs_hold_what_the_models_say(name):
+    """timm's registry (``get_pretrained_cfg``, what timm reads before building) agrees with the model it builds."""
+    cfg = timm.get_pretrained_cfg(name)
+    model_cfg = octzoo.models.model_entry(name.split(".")[0]).fn().pretrained_cfg
+    for key in ("input_size", "pool_size", "mean", "std", "first_conv", "classifier", "crop_pct", "interpolation"):
+        assert tuple(np.atleast_1d(getattr(cfg, key))) == tuple(np.atleast_1d(model_cfg[key])), key
 
 
 def test_bad_global_pool_names_the_choices():

@@ -42,7 +42,8 @@ def _default_cfg(name: str):
         return entry.pretrained_cfg
     cfgs = {}
     for w in weights:
-        cfg = {k: v for k, v in w.pretrained_cfg().items() if k in PretrainedCfg.__dataclass_fields__}
+        cfg = {**entry.pretrained_cfg, **w.pretrained_cfg()}  # the weight's own facts over the architecture's
+        cfg = {k: v for k, v in cfg.items() if k in PretrainedCfg.__dataclass_fields__}
         cfgs[w.tag] = PretrainedCfg(**cfg)
     return DefaultCfg(tags=deque(cfgs), cfgs=cfgs, is_pretrained=True)
 

@@ -35,6 +35,9 @@ from ._common import (
 from ._interface import TimmInterface
 from ._registry import register_model
 
+# the preprocessing and layout facts timm reads (the registry's and every model's pretrained_cfg)
+MOBILENET_CFG = dict(IMAGENET_CFG, first_conv="features.0.conv.h2h", classifier="classifier")
+
 __all__ = ["MobileNetV1", "MobileNetV2", "DepthwiseSeparable", "InvertedResidual", "OnnxInvertedResidual"]
 
 # MobileNetV1 depthwise-separable blocks: (pointwise out channels, depthwise stride)
@@ -116,9 +119,7 @@ class MobileNetV1(_FeaturesSequence, nn.Module):
         self.features = nn.Sequential(*layers)
         self.num_features = in_ch
         self._init_head(self.num_classes, global_pool)
-        self.pretrained_cfg = dict(
-            IMAGENET_CFG, num_classes=self.num_classes, first_conv="features.0.conv.h2h", classifier="classifier"
-        )
+        self.pretrained_cfg = dict(MOBILENET_CFG, num_classes=self.num_classes)
         init_weights(self, linear_std=0.01)
 
 
@@ -256,9 +257,7 @@ class MobileNetV2(_FeaturesSequence, nn.Module):
         )
         self.features = nn.Sequential(*layers)
         self._init_head(self.num_classes, global_pool)
-        self.pretrained_cfg = dict(
-            IMAGENET_CFG, num_classes=self.num_classes, first_conv="features.0.conv.h2h", classifier="classifier"
-        )
+        self.pretrained_cfg = dict(MOBILENET_CFG, num_classes=self.num_classes)
         init_weights(self, linear_std=0.01)
 
     def onnx_form(self) -> MobileNetV2:
@@ -275,25 +274,25 @@ class MobileNetV2(_FeaturesSequence, nn.Module):
 
 
 # Default alphas: the paper's Table 5 rows for width 1.0 (Oct-MobileNetV1 .5, Oct-MobileNetV2 .375).
-@register_model
+@register_model(cfg=MOBILENET_CFG)
 def mobilenet_v1(width_mult: float = 1.0, **kwargs) -> MobileNetV1:
     """MobileNetV1 (Howard et al. 2017): 4.23 M params, 569 M MACs at width 1.0."""
     return MobileNetV1(width_mult=width_mult, **kwargs)
 
 
-@register_model
+@register_model(cfg=MOBILENET_CFG)
 def oct_mobilenet_v1(alpha: float = 0.5, width_mult: float = 1.0, **kwargs) -> MobileNetV1:
     """Oct-MobileNetV1, arXiv 1904.05049, Table 5 (1.0 width, alpha .5: 321 M MACs; 0.75 width, .375: 213 M)."""
     return MobileNetV1(alpha=alpha, width_mult=width_mult, **kwargs)
 
 
-@register_model
+@register_model(cfg=MOBILENET_CFG)
 def mobilenet_v2(width_mult: float = 1.0, **kwargs) -> MobileNetV2:
     """MobileNetV2 (Sandler et al. 2018), torchvision's network: 3.50 M params, 300 M MACs."""
     return MobileNetV2(width_mult=width_mult, **kwargs)
 
 
-@register_model
+@register_model(cfg=MOBILENET_CFG)
 def oct_mobilenet_v2(alpha: float = 0.375, width_mult: float = 1.0, **kwargs) -> MobileNetV2:
     """Oct-MobileNetV2, arXiv 1904.05049, Table 5 (1.0 width, alpha .375; 1.125 width, alpha .5)."""
     return MobileNetV2(alpha=alpha, width_mult=width_mult, **kwargs)
