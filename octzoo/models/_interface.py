@@ -16,8 +16,6 @@ Octave stages hand out one merged map (:func:`octzoo.layers.from_octave`): no ca
 # No ``from __future__ import annotations``: FX copies ``forward``'s annotations into the code it generates, and
 # TorchScript must be able to read them there (timm's FX + TorchScript path), so they stay real types.
 
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 from timm.layers import create_classifier
@@ -72,7 +70,7 @@ class TimmInterface:
         cfg = getattr(self, "pretrained_cfg", None) or {}
         check_image_batch(x, self.in_chans, cfg.get("architecture") or type(self).__name__)
 
-    def _units(self) -> Iterator[tuple[nn.Module, int | None]]:
+    def _units(self) -> list[tuple[nn.Module, int | None]]:
         raise NotImplementedError
 
     def _prune_after(self, level: int) -> None:
