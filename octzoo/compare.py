@@ -47,6 +47,7 @@ __all__ = [
     "aggregate",
     "find_run_dirs",
     "main",
+    "model_width",
     "read_local_run",
     "read_local_runs",
     "read_wandb_runs",
@@ -203,7 +204,7 @@ def read_local_run(run_dir: str | os.PathLike) -> Run:
         group=wandb_logger.get("group"),
         tags=tuple(wandb_logger.get("tags") or ()),
         settings=training_settings(config),
-        width_mult=_width_mult(config.get("model")),
+        width_mult=model_width(config.get("model")),
         load_curves=lambda: read_metrics_csv(run_dir / "metrics.csv"),
     )
 
@@ -238,8 +239,9 @@ def training_settings(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out.items()))
 
 
-def _width_mult(model: Any) -> float | None:
-    """A run's ``model.model_kwargs.width_mult``, None for the paper's width (1 or unset)."""
+def model_width(model: Any) -> float | None:
+    """A run's ``model.model_kwargs.width_mult`` (``model``: a config's model section), None for the paper's
+    width (1 or unset): what tells a thinner network's runs from the full-width one's."""
     width = ((model or {}).get("model_kwargs") or {}).get("width_mult") if isinstance(model, dict) else None
     return None if width is None or width == 1 else float(width)
 
@@ -358,7 +360,7 @@ def _wandb_run(path: str, r: Any) -> Run | None:
         group=r.group,
         tags=tuple(r.tags or ()),
         settings=training_settings(resolved),
-        width_mult=_width_mult(resolved.get("model") or {"model_kwargs": config.get("model_kwargs")}),
+        width_mult=model_width(resolved.get("model") or {"model_kwargs": config.get("model_kwargs")}),
         load_curves=lambda: _wandb_curves(r),
     )
 

@@ -227,6 +227,7 @@ def expand(
     sweep: Sweep, env: Mapping[str, str] | None = None, extra: Sequence[str] = (), runs_dir: str | None = None
 ) -> list[Point]:
     """The sweep's points: parameters, command (``extra`` appended), model, alpha, seed, budget, run folder."""
+    from octzoo.compare import model_width
     from octzoo.models import model_entry
 
     env = os.environ if env is None else env
@@ -239,9 +240,7 @@ def expand(
         name = model.get("model_name")
         if not name:
             raise SweepError(f"{sweep.path}: a point names no model (model.model_name) in {params}")
-        kwargs = model.get("model_kwargs") or {}
-        alpha = kwargs.get("alpha", model_entry(name).default_alpha) or 0.0
-        width = kwargs.get("width_mult")
+        alpha = (model.get("model_kwargs") or {}).get("alpha", model_entry(name).default_alpha) or 0.0
         seed = cfg.get("seed_everything")
         epochs = (cfg.get("trainer") or {}).get("max_epochs")
         points.append(
@@ -253,7 +252,7 @@ def expand(
                 seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
                 epochs=epochs if isinstance(epochs, int) else None,
                 runs_dir=Path(runs_dir) if runs_dir else _csv_save_dir(cfg),
-                width_mult=None if width in (None, 1) else float(width),
+                width_mult=model_width(model),
             )
         )
     return points

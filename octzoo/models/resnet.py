@@ -49,6 +49,8 @@ from ._registry import register_model
 # the preprocessing and layout facts timm reads, per layout (the registry's and every model's pretrained_cfg)
 IMAGENET_RESNET_CFG = dict(IMAGENET_CFG, first_conv="conv1.conv.h2h", classifier="fc")
 CIFAR_RESNET_CFG = dict(CIFAR_CFG, first_conv="conv1.conv.h2h", classifier="fc")
+register_imagenet = register_model(cfg=IMAGENET_RESNET_CFG)  # the builders' decorators, one per layout
+register_cifar = register_model(cfg=CIFAR_RESNET_CFG)
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "StemMaxPool2d"]
 
@@ -242,7 +244,7 @@ class ResNet(TimmInterface, nn.Module):
         self.drop_rate = check_drop_rate(drop_rate)
         stem_ch, planes, shortcut = (16, (16, 32, 64), "A") if cifar else (64, (64, 128, 256, 512), "B")
         self.width_mult = check_width_mult(width_mult)
-        stem_ch, planes = scale_width(stem_ch, width_mult), tuple(scale_width(p, width_mult) for p in planes)
+        stem_ch, planes = scale_width(stem_ch, self.width_mult), tuple(scale_width(p, self.width_mult) for p in planes)
         if len(layers) != len(planes):
             raise ValueError(f"layout {layout!r} has {len(planes)} stages, got layers={tuple(layers)}")
         if cifar:
@@ -311,146 +313,146 @@ def _cifar(depth: int, alpha=0.0, **kwargs) -> ResNet:
 
 # ImageNet ResNets. Default alphas: .25 (Table 2's headline trade-off; Oct-ResNet-50 3.1 G MACs at 78.0 %),
 # .125 for ResNet-152 (the paper's Oct-ResNet-152 row).
-@register_model(cfg=IMAGENET_RESNET_CFG)
+@register_imagenet
 def resnet18(**kwargs) -> ResNet:
     """ResNet-18 (He et al. 2015), torchvision layout."""
     return _imagenet(BasicBlock, (2, 2, 2, 2), **kwargs)
 
 
-@register_model(cfg=IMAGENET_RESNET_CFG)
+@register_imagenet
 def oct_resnet18(alpha: float = 0.25, **kwargs) -> ResNet:
     """Oct-ResNet-18, arXiv 1904.05049."""
     return _imagenet(BasicBlock, (2, 2, 2, 2), alpha, **kwargs)
 
 
-@register_model(cfg=IMAGENET_RESNET_CFG)
+@register_imagenet
 def resnet26(**kwargs) -> ResNet:
     """ResNet-26: bottleneck blocks (2, 2, 2, 2), the paper's ablation baseline."""
     return _imagenet(Bottleneck, (2, 2, 2, 2), **kwargs)
 
 
-@register_model(cfg=IMAGENET_RESNET_CFG)
+@register_imagenet
 def oct_resnet26(alpha: float = 0.25, **kwargs) -> ResNet:
     """Oct-ResNet-26, arXiv 1904.05049, Table 2/Fig. 4."""
     return _imagenet(Bottleneck, (2, 2, 2, 2), alpha, **kwargs)
 
 
-@register_model(cfg=IMAGENET_RESNET_CFG)
+@register_imagenet
 def resnet34(**kwargs) -> ResNet:
     """ResNet-34 (He et al. 2015), torchvision layout."""
     return _imagenet(BasicBlock, (3, 4, 6, 3), **kwargs)
 
 
-@register_model(cfg=IMAGENET_RESNET_CFG)
+@register_imagenet
 def oct_resnet34(alpha: float = 0.25, **kwargs) -> ResNet:
     """Oct-ResNet-34, arXiv 1904.05049."""
     return _imagenet(BasicBlock, (3, 4, 6, 3), alpha, **kwargs)
 
 
-@register_model(cfg=IMAGENET_RESNET_CFG)
+@register_imagenet
 def resnet50(**kwargs) -> ResNet:
     """ResNet-50 (He et al. 2015), torchvision layout: 25,557,032 params, 4.09 G MACs."""
     return _imagenet(Bottleneck, (3, 4, 6, 3), **kwargs)
 
 
-@register_model(cfg=IMAGENET_RESNET_CFG)
+@register_imagenet
 def oct_resnet50(alpha: float = 0.25, **kwargs) -> ResNet:
     """Oct-ResNet-50, arXiv 1904.05049, Table 2: 3.565 / 3.104 / 2.367 / 1.880 G MACs at alpha .125-.75."""
     return _imagenet(Bottleneck, (3, 4, 6, 3), alpha, **kwargs)
 
 
-@register_model(cfg=IMAGENET_RESNET_CFG)
+@register_imagenet
 def resnet101(**kwargs) -> ResNet:
     """ResNet-101 (He et al. 2015), torchvision layout."""
     return _imagenet(Bottleneck, (3, 4, 23, 3), **kwargs)
 
 
-@register_model(cfg=IMAGENET_RESNET_CFG)
+@register_imagenet
 def oct_resnet101(alpha: float = 0.25, **kwargs) -> ResNet:
     """Oct-ResNet-101, arXiv 1904.05049, Table 2."""
     return _imagenet(Bottleneck, (3, 4, 23, 3), alpha, **kwargs)
 
 
-@register_model(cfg=IMAGENET_RESNET_CFG)
+@register_imagenet
 def resnet152(**kwargs) -> ResNet:
     """ResNet-152 (He et al. 2015), torchvision layout."""
     return _imagenet(Bottleneck, (3, 8, 36, 3), **kwargs)
 
 
-@register_model(cfg=IMAGENET_RESNET_CFG)
+@register_imagenet
 def oct_resnet152(alpha: float = 0.125, **kwargs) -> ResNet:
     """Oct-ResNet-152 in the v1b layout (9.69 G MACs at .125; the paper's 10.9 G uses a deep stem)."""
     return _imagenet(Bottleneck, (3, 8, 36, 3), alpha, **kwargs)
 
 
 # CIFAR ResNets (6n + 2 layers). Default alpha .25.
-@register_model(cfg=CIFAR_RESNET_CFG)
+@register_cifar
 def resnet14(**kwargs) -> ResNet:
-    """CIFAR ResNet-14: two basic blocks per stage, ResNet-20 made shallower (0.69 of its MACs)."""
+    """CIFAR ResNet-14: two basic blocks per stage, ResNet-20 made shallower (0.65 of its MACs)."""
     return _cifar(14, **kwargs)
 
 
-@register_model(cfg=CIFAR_RESNET_CFG)
+@register_cifar
 def oct_resnet14(alpha: float = 0.25, **kwargs) -> ResNet:
     """CIFAR Oct-ResNet-14."""
     return _cifar(14, alpha, **kwargs)
 
 
-@register_model(cfg=CIFAR_RESNET_CFG)
+@register_cifar
 def resnet20(**kwargs) -> ResNet:
     """CIFAR ResNet-20 (He et al. 2016): 269,722 params, 40.55 M MACs."""
     return _cifar(20, **kwargs)
 
 
-@register_model(cfg=CIFAR_RESNET_CFG)
+@register_cifar
 def oct_resnet20(alpha: float = 0.25, **kwargs) -> ResNet:
     """CIFAR Oct-ResNet-20: octave from the first block to the last block's last conv."""
     return _cifar(20, alpha, **kwargs)
 
 
-@register_model(cfg=CIFAR_RESNET_CFG)
+@register_cifar
 def resnet32(**kwargs) -> ResNet:
     """CIFAR ResNet-32 (He et al. 2016)."""
     return _cifar(32, **kwargs)
 
 
-@register_model(cfg=CIFAR_RESNET_CFG)
+@register_cifar
 def oct_resnet32(alpha: float = 0.25, **kwargs) -> ResNet:
     """CIFAR Oct-ResNet-32."""
     return _cifar(32, alpha, **kwargs)
 
 
-@register_model(cfg=CIFAR_RESNET_CFG)
+@register_cifar
 def resnet44(**kwargs) -> ResNet:
     """CIFAR ResNet-44 (He et al. 2016)."""
     return _cifar(44, **kwargs)
 
 
-@register_model(cfg=CIFAR_RESNET_CFG)
+@register_cifar
 def oct_resnet44(alpha: float = 0.25, **kwargs) -> ResNet:
     """CIFAR Oct-ResNet-44."""
     return _cifar(44, alpha, **kwargs)
 
 
-@register_model(cfg=CIFAR_RESNET_CFG)
+@register_cifar
 def resnet56(**kwargs) -> ResNet:
     """CIFAR ResNet-56 (He et al. 2016): 0.85 M params, 125.5 M MACs."""
     return _cifar(56, **kwargs)
 
 
-@register_model(cfg=CIFAR_RESNET_CFG)
+@register_cifar
 def oct_resnet56(alpha: float = 0.25, **kwargs) -> ResNet:
     """CIFAR Oct-ResNet-56."""
     return _cifar(56, alpha, **kwargs)
 
 
-@register_model(cfg=CIFAR_RESNET_CFG)
+@register_cifar
 def resnet110(**kwargs) -> ResNet:
     """CIFAR ResNet-110 (He et al. 2016)."""
     return _cifar(110, **kwargs)
 
 
-@register_model(cfg=CIFAR_RESNET_CFG)
+@register_cifar
 def oct_resnet110(alpha: float = 0.25, **kwargs) -> ResNet:
     """CIFAR Oct-ResNet-110."""
     return _cifar(110, alpha, **kwargs)
