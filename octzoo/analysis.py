@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .layers import OctaveTensor, OctConvNormAct
-from .layers.resample import pool2x
+from .layers import OctaveTensor, OctConvNormAct, pool2x
 
 __all__ = ["LayerSpectra", "octave_spectra", "plot_spectra", "radial_power_spectrum", "share_below"]
 

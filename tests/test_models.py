@@ -1,15 +1,18 @@
 """Every registered model: forward, backward, gradients, head reset, tiny and odd inputs, octave placement."""
 
 import copy
+import dataclasses
+import re
 import types
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 from conftest import ALL, small_input
+from helpers import reference_octconv
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from test_octconv import reference_octconv
 
 import octzoo
 from octzoo.layers import OctConv2d, OctConvNormAct
@@ -79,7 +82,7 @@ def test_alpha_zero_octave_model_is_the_plain_model(name):
 @pytest.mark.parametrize("keep", [False, True])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_stem_max_pool_gives_nn_max_pools_values_in_the_layout_the_next_layer_wants(keep, layout):
-    from octzoo.models.resnet import StemMaxPool2d
+    from octzoo.models.resnet_blocks import StemMaxPool2d
 
     pool, ref = StemMaxPool2d(keep_channels_last=keep), torch.nn.MaxPool2d(3, 2, 1)
     x = torch.randn(2, 8, 13, 12)
@@ -237,6 +240,29 @@ BAD_ARGUMENTS = [
 def test_bad_arguments_raise_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         octzoo.create_model(**kwargs)
+
+
+@pytest.mark.parametrize("name, alpha", [("oct_resnet20", 1.0), ("oct_mobilenet_v2", True), ("resnet20", -0.5)])
+def test_a_bad_alpha_is_refused_once_by_create_model_before_any_layer_is_built(monkeypatch, name, alpha):
+    """create_model validates alpha itself, with check_alpha's message, and never calls the builder."""
+    from octzoo.layers import check_alpha
+    from octzoo.models import _registry
+
+    entry = _registry.model_entry(name)
+    builder = mock.Mock(wraps=entry.fn)
+    monkeypatch.setitem(_registry._REGISTRY, name, dataclasses.replace(entry, fn=builder))
+    checks = mock.Mock(wraps=check_alpha)
+    monkeypatch.setattr(_registry, "check_alpha", checks)
+    message = (
+        f"alpha={alpha!r} is not a valid low-frequency share: use a number in [0, 1) "
+        "(0 = plain convolution, e.g. 0.25 or 0.5 for octave)"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        octzoo.create_model(name, alpha=alpha)
+    checks.assert_called_once_with(alpha)
+    builder.assert_not_called()
+    octzoo.create_model(name, alpha=0.5 if entry.is_octave else 0.0, num_classes=3)  # a good one builds
+    assert checks.call_count == 2 and builder.call_count == 1
 
 
 @pytest.mark.parametrize("alpha", [0.01, 0.0625, 0.999])

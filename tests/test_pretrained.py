@@ -6,7 +6,10 @@ by the tests stands in for the package's, so every path runs without a network.
 
 import json
 import logging
+import re
 import shutil
+from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -15,7 +18,7 @@ import torchvision
 import octzoo
 from octzoo.export import save_safetensors, weight_entry
 from octzoo.layers import set_norm_folding
-from octzoo.models import _pretrained
+from octzoo.models import WeightSource, _pretrained, _registry, resolve_weights
 
 SUMMARY = {
     "command": ["octzoo", "fit", "--config", "configs/cifar10/oct_resnet20.yaml", "--trainer.max_epochs", "2"],
@@ -118,6 +121,109 @@ def test_wrong_tags_and_arguments_are_named(registry, call, match):
     name = call.pop("name")
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         octzoo.create_model(name, **call)
+
+
+def test_the_resolver_names_each_kind_of_source(registry):
+    """What each kind of ``pretrained`` loads, found without building a model or reading a file."""
+    a500, a250 = (_pretrained.pretrained_weight(f"oct_resnet20.{t}") for t in ("a500_t", "a250_t"))
+    # nothing: a fresh model; a tag in the name still gives the architecture (and cfg) of its weight
+    assert resolve_weights("oct_resnet20") == WeightSource("oct_resnet20", None, None)
+    assert resolve_weights("oct_resnet20.a500_t") == WeightSource("oct_resnet20", a500, None)
+    assert resolve_weights("oct_resnet20.a500_t").kind is None
+    # True: the name's tag, else the published weight at the default alpha
+    assert resolve_weights("oct_resnet20", True) == WeightSource("oct_resnet20", a250, a250)
+    assert resolve_weights("oct_resnet20.a500_t", True) == WeightSource("oct_resnet20", a500, a500)
+    # a tag, short or full, also when it repeats the name's own
+    for spelled in ("a500_t", "oct_resnet20.a500_t"):
+        assert resolve_weights("oct_resnet20", spelled) == WeightSource("oct_resnet20", a500, a500)
+    assert resolve_weights("oct_resnet20.a500_t", "a500_t").kind == "published"
+    assert resolve_weights("oct_resnet20", "a500_t", alpha=0.5).load is a500  # an agreeing alpha is fine
+    # torchvision (plain models); nothing is downloaded to resolve it
+    with mock.patch.object(_registry, "torchvision_state_dict") as fetch:
+        tv = resolve_weights("resnet18", "torchvision")
+    fetch.assert_not_called()
+    assert tv == WeightSource("resnet18", None, "torchvision") and tv.kind == "torchvision"
+    # a file: a path with a folder or a weights suffix, a str or a PathLike; it need not exist yet
+    for path in ("weights/w.pt", "w.safetensors", Path("w.bin")):
+        source = resolve_weights("resnet20", path)
+        assert source == WeightSource("resnet20", None, path) and source.kind == "file"
+
+
+def _only(weights):
+    """Make the test registry hold just ``weights`` (entries of the fixture's registry, by name)."""
+    data = json.loads(_pretrained.REGISTRY_FILE.read_text())
+    data["weights"] = [w for w in data["weights"] if w["name"] in weights]
+    _pretrained.REGISTRY_FILE.write_text(json.dumps(data))
+    _pretrained._registry.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "name, pretrained, alpha, message",
+    [
+        ("oct_resnet20.a500_t", True, 0.25, "alpha=0.25 contradicts oct_resnet20.a500_t, which has alpha=0.5"),
+        ("oct_resnet20", "a500_t", 0.0, "alpha=0.0 contradicts oct_resnet20.a500_t, which has alpha=0.5"),
+        (
+            "oct_resnet20",
+            "torchvision",
+            None,
+            "torchvision has no weights for the octave model oct_resnet20; use resnet20",
+        ),
+        (
+            "oct_resnet32",
+            True,
+            None,
+            "no published weights for oct_resnet32 at its default alpha (0.25); pass a tag, a weights file "
+            "(pretrained='path/to/file') or, for plain ImageNet models, pretrained='torchvision'",
+        ),
+        (
+            "oct_resnet32",
+            "oct_resnet20.a500_t",
+            None,
+            "pretrained='oct_resnet20.a500_t' is a weight of another model than 'oct_resnet32'",
+        ),
+        (
+            "oct_resnet20.a500_t",
+            "a250_t",
+            None,
+            "pretrained='a250_t' is a weight of another model than 'oct_resnet20.a500_t'",
+        ),
+        (
+            "oct_resnet20",
+            "zzz",
+            None,
+            "unknown pretrained weight 'oct_resnet20.zzz' (published for oct_resnet20: oct_resnet20.a250_t, "
+            "oct_resnet20.a500_t)",
+        ),
+        ("mobilenetv2", False, None, "unknown model 'mobilenetv2'; did you mean 'mobilenet_v2'"),
+    ],
+)
+def test_the_resolver_refuses_with_todays_messages(registry, name, pretrained, alpha, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve_weights(name, pretrained, alpha)
+    with pytest.raises(ValueError, match=re.escape(message)):  # create_model refuses the same way
+        octzoo.create_model(name, pretrained, alpha=alpha)
+
+
+def test_the_resolver_lists_the_published_tags_when_none_has_the_default_alpha(registry):
+    _only(["oct_resnet20.a500_t"])
+    message = "no published weights for oct_resnet20 at its default alpha (0.25); published: oct_resnet20.a500_t; "
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve_weights("oct_resnet20", True)
+
+
+def test_the_resolver_checks_builder_arguments_against_the_weight(registry):
+    """A weight's non-alpha architecture arguments must agree with the caller's, and are passed to the builder."""
+    data = json.loads(_pretrained.REGISTRY_FILE.read_text())
+    data["weights"][0]["model_kwargs"]["drop_rate"] = 0.1  # oct_resnet20.a500_t
+    _pretrained.REGISTRY_FILE.write_text(json.dumps(data))
+    _pretrained._registry.cache_clear()
+    with pytest.raises(
+        ValueError, match=re.escape("drop_rate=0.2 contradicts oct_resnet20.a500_t, which has drop_rate=0.1")
+    ):
+        resolve_weights("oct_resnet20.a500_t", kwargs={"drop_rate": 0.2})
+    assert resolve_weights("oct_resnet20.a500_t", kwargs={"drop_rate": 0.1}).weight.model_kwargs["drop_rate"] == 0.1
+    net = octzoo.create_model("oct_resnet20.a500_t")
+    assert net.alpha == 0.5 and net.drop_rate == 0.1
 
 
 def test_a_changed_or_truncated_file_is_refused_naming_the_hash(registry):

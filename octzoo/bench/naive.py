@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import OctaveTensor, OctConv2d
-from ..models.resnet import StemMaxPool2d
+from ..models.resnet_blocks import StemMaxPool2d
 
 __all__ = ["naive_forward", "naive_copy"]
 

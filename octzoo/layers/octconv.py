@@ -46,8 +46,14 @@ def check_alpha(alpha: float, name: str = "alpha") -> float:
 
 
 def split_channels(channels: int, alpha: float) -> tuple[int, int]:
-    """(c_high, c_low); the only place where the low share is rounded (official: int(alpha * c))."""
-    c_low = int(check_alpha(alpha) * channels)
+    """(c_high, c_low) for a valid ``alpha`` (checked)."""
+    return _split(channels, check_alpha(alpha))
+
+
+def _split(channels: int, alpha: float) -> tuple[int, int]:
+    """(c_high, c_low) for an alpha already checked; the only place where the low share is rounded (official:
+    int(alpha * c))."""
+    c_low = int(alpha * channels)
     return channels - c_low, c_low
 
 
@@ -113,8 +119,8 @@ class OctConv2d(nn.Module):
             self.alpha_out = check_alpha(alpha_out, "alpha_out")
         except ValueError as e:
             raise ValueError(f"{self._desc()}: {e}") from None
-        self.in_split = split_channels(in_channels, alpha_in)  # (c_high, c_low)
-        self.out_split = split_channels(out_channels, alpha_out)
+        self.in_split = _split(in_channels, self.alpha_in)  # (c_high, c_low)
+        self.out_split = _split(out_channels, self.alpha_out)
         (ci_h, ci_l), (co_h, co_l) = self.in_split, self.out_split
 
         # A plain layer is one (strided) conv; wherever a low branch is involved, stride is a pool.

@@ -28,7 +28,9 @@ __all__ = [
     "PretrainedWeight",
     "default_weight",
     "list_pretrained",
+    "looks_like_a_file",
     "pretrained_weight",
+    "sha256_of",
     "split_tag",
     "torchvision_state_dict",
     "verify_file",
@@ -222,7 +224,8 @@ def default_weight(arch: str, default_alpha: float | None) -> PretrainedWeight |
     return next((w for w in _registry().values() if w.architecture == arch and w.alpha == alpha), None)
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, as 64 lowercase hex digits (the registry's ``file.sha256``)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -14,6 +14,7 @@ from torch import nn
 from ..layers import check_alpha
 from ._common import IMAGENET_CFG
 from ._pretrained import (
+    PretrainedWeight,
     default_weight,
     list_pretrained,
     looks_like_a_file,
@@ -23,7 +24,15 @@ from ._pretrained import (
     weight_file,
 )
 
-__all__ = ["register_model", "list_models", "create_model", "model_entry", "ModelEntry"]
+__all__ = [
+    "ModelEntry",
+    "WeightSource",
+    "create_model",
+    "list_models",
+    "model_entry",
+    "register_model",
+    "resolve_weights",
+]
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,92 @@ def model_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}{hint} (octzoo.list_models() lists all)") from None
 
 
+@dataclass(frozen=True)
+class WeightSource:
+    """What ``create_model`` builds and loads, as ``resolve_weights`` finds it in ``name`` and ``pretrained``.
+
+    ``weight`` is the published weight the name's tag or ``pretrained`` selects: its architecture arguments,
+    head and preprocessing apply whether it is loaded or not. ``load`` is what is loaded: that weight,
+    ``"torchvision"`` (torchvision's ImageNet weights), a weights file, or ``None`` (a fresh model).
+    """
+
+    arch: str
+    weight: PretrainedWeight | None = None
+    load: PretrainedWeight | str | os.PathLike | None = None
+
+    @property
+    def kind(self) -> str | None:
+        """``"published"``, ``"torchvision"``, ``"file"`` or ``None`` (nothing to load)."""
+        if self.load is None:
+            return None
+        if isinstance(self.load, PretrainedWeight):
+            return "published"
+        return "torchvision" if self.load == "torchvision" else "file"
+
+
+def resolve_weights(
+    name: str, pretrained: bool | str | os.PathLike = False, alpha: float | None = None, kwargs: dict | None = None
+) -> WeightSource:
+    """The weights ``create_model(name, pretrained, alpha=alpha, **kwargs)`` loads (see its docstring).
+
+    Refuses a tag of another model, ``pretrained=True`` where the architecture has no published weight at its
+    default alpha, an ``alpha`` or builder argument that contradicts the selected weight's, and torchvision's
+    weights for an octave model.
+    """
+    arch, tag = split_tag(name)
+    entry = model_entry(arch)
+    weight = pretrained_weight(name) if tag else None
+    source: str | os.PathLike | None = None  # a file or "torchvision"
+    if isinstance(pretrained, str) and pretrained != "torchvision" and not looks_like_a_file(pretrained):
+        chosen = pretrained_weight(pretrained if "." in pretrained else f"{arch}.{pretrained}")
+        if chosen.architecture != arch or (weight is not None and chosen != weight):
+            raise ValueError(f"pretrained={pretrained!r} is a weight of another model than {name!r}")
+        weight = chosen
+    elif pretrained is True and weight is None:
+        weight = default_weight(arch, entry.default_alpha)
+        if weight is None:
+            raise _no_default_weight(arch, entry.default_alpha)
+    elif pretrained and pretrained is not True:
+        source = pretrained
+    if weight is not None:
+        for key, value in weight.model_kwargs.items():
+            given = alpha if key == "alpha" else (kwargs or {}).get(key)
+            if given is not None and given != value:
+                raise ValueError(f"{key}={given} contradicts {weight.name}, which has {key}={value}")
+    if source == "torchvision" and entry.is_octave:
+        raise ValueError(f"torchvision has no weights for the octave model {arch}; use {arch.removeprefix('oct_')}")
+    # a published weight named by the tag or by pretrained is what loads, whatever else pretrained names
+    load = (weight if weight is not None else source) if pretrained else None
+    return WeightSource(arch, weight, load)
+
+
+def _no_default_weight(arch: str, default_alpha: float | None) -> ValueError:
+    own = list_pretrained(f"{arch}.*")
+    return ValueError(
+        f"no published weights for {arch} at its default alpha ({default_alpha}); "
+        + (f"published: {', '.join(own)}; " if own else "")
+        + "pass a tag, a weights file (pretrained='path/to/file') or, for plain ImageNet models, "
+        "pretrained='torchvision'"
+    )
+
+
+def _builder_kwargs(entry: ModelEntry, weight: PretrainedWeight | None, alpha: float | None, kwargs: dict) -> dict:
+    """The builder's arguments: the weight's architecture arguments, then ``alpha``, validated here once."""
+    kwargs = dict(kwargs)
+    if weight is not None:
+        kwargs.update({k: v for k, v in weight.model_kwargs.items() if k != "alpha"})
+        alpha = weight.model_kwargs.get("alpha", alpha)
+    if alpha is not None:
+        check_alpha(alpha)
+        if not entry.is_octave and alpha != 0:
+            raise ValueError(
+                f"{entry.name} is a plain model and takes no alpha; use 'oct_{entry.name}' for alpha={alpha}"
+            )
+        if entry.is_octave:
+            kwargs["alpha"] = alpha
+    return kwargs
+
+
 def create_model(
     name: str,
     pretrained: bool | str | os.PathLike = False,
@@ -100,68 +195,41 @@ def create_model(
     ImageNet weights, plain ResNets and mobilenet_v2); or the path of a weights file (octzoo's safetensors, a
     torchvision state dict or an octzoo training checkpoint). Published files are checked against their sha256.
     A ``num_classes`` or ``in_chans`` other than the weights' gets a fresh head or an adapted stem (logged).
+    ``resolve_weights`` says which weights these arguments select.
 
     ``features_only=True`` returns timm's feature wrapper: one plain map per level of ``out_indices`` (timm's
     convention; octave stages merged), with a ``FeatureInfo`` (``.channels()``, ``.reduction()``).
     """
-    arch, tag = split_tag(name)
-    entry = model_entry(arch)
-    weight = pretrained_weight(name) if tag else None
-    source: str | os.PathLike | None = None  # a file or "torchvision"
-    if isinstance(pretrained, str) and pretrained != "torchvision" and not looks_like_a_file(pretrained):
-        chosen = pretrained_weight(pretrained if "." in pretrained else f"{arch}.{pretrained}")
-        if chosen.architecture != arch or (weight is not None and chosen != weight):
-            raise ValueError(f"pretrained={pretrained!r} is a weight of another model than {name!r}")
-        weight = chosen
-    elif pretrained is True and weight is None:
-        weight = default_weight(arch, entry.default_alpha)
-        if weight is None:
-            own = list_pretrained(f"{arch}.*")
-            raise ValueError(
-                f"no published weights for {arch} at its default alpha ({entry.default_alpha}); "
-                + (f"published: {', '.join(own)}; " if own else "")
-                + "pass a tag, a weights file (pretrained='path/to/file') or, for plain ImageNet models, "
-                "pretrained='torchvision'"
-            )
-    elif pretrained and pretrained is not True:
-        source = pretrained
-    if weight is not None:
-        for key, value in weight.model_kwargs.items():
-            given = alpha if key == "alpha" else kwargs.get(key)
-            if given is not None and given != value:
-                raise ValueError(f"{key}={given} contradicts {weight.name}, which has {key}={value}")
-        kwargs.update({k: v for k, v in weight.model_kwargs.items() if k != "alpha"})
-        alpha = weight.model_kwargs.get("alpha", alpha)
-        num_classes = weight.num_classes if num_classes is None else num_classes
-    if source == "torchvision" and entry.is_octave:
-        raise ValueError(f"torchvision has no weights for the octave model {arch}; use {arch.removeprefix('oct_')}")
-    if alpha is not None:
-        check_alpha(alpha)
-        if not entry.is_octave and alpha != 0:
-            raise ValueError(f"{arch} is a plain model and takes no alpha; use 'oct_{arch}' for alpha={alpha}")
-        if entry.is_octave:
-            kwargs["alpha"] = alpha
+    source = resolve_weights(name, pretrained, alpha, kwargs)
+    entry, weight = model_entry(source.arch), source.weight
+    kwargs = _builder_kwargs(entry, weight, alpha, kwargs)
     if width_mult is not None:
         kwargs["width_mult"] = width_mult
+    if weight is not None and num_classes is None:
+        num_classes = weight.num_classes
     model = entry.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
-    cfg = dict(model.pretrained_cfg, architecture=arch)
+    cfg = dict(model.pretrained_cfg, architecture=source.arch)
     if weight is not None:
         cfg.update(weight.pretrained_cfg())  # num_classes: the weights' (timm's meaning), not the new head's
     model.pretrained_cfg = model.default_cfg = cfg  # default_cfg: timm's older name
-    if pretrained:
-        from ._weights import load_weights
-
-        if weight is not None:
-            load_weights(model, weight_file(weight))
-        elif source == "torchvision":
-            state, tv_weights = torchvision_state_dict(arch)
-            load_weights(model, state)
-            cfg.update(tag="torchvision", file=tv_weights.url, dataset="ImageNet-1k")
-        else:
-            load_weights(model, source)
+    _load(model, source)
     if features_only:
         return _features_model(model, out_indices, feature_cls)
     return model
+
+
+def _load(model: nn.Module, source: WeightSource) -> None:
+    """Load what ``source`` names into ``model`` (nothing for a fresh model); torchvision's go into its cfg."""
+    from ._weights import load_weights
+
+    if source.kind == "published":
+        load_weights(model, weight_file(source.load))
+    elif source.kind == "torchvision":
+        state, tv_weights = torchvision_state_dict(source.arch)
+        load_weights(model, state)
+        model.pretrained_cfg.update(tag="torchvision", file=tv_weights.url, dataset="ImageNet-1k")
+    elif source.kind == "file":
+        load_weights(model, source.load)
 
 
 def _features_model(model: nn.Module, out_indices=None, feature_cls: str | None = None) -> nn.Module:

@@ -59,7 +59,7 @@ def register_in_timm() -> list[str]:
     from timm.models import register_model, register_notrace_module
 
     from ..layers import OctConvNormAct
-    from .resnet import ConvertAlpha, ShortcutA
+    from .resnet_blocks import ConvertAlpha, ShortcutA
 
     for module in (OctConvNormAct, ConvertAlpha, ShortcutA):
         register_notrace_module(module)
