@@ -28,6 +28,8 @@ from octzoo.data import (
 )
 from octzoo.data import _cache as cache
 from octzoo.data._common import check_model_classes
+from octzoo.data.base import ImageDataModule
+from octzoo.models.constants import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 def _ids(images: torch.Tensor) -> list[int]:
@@ -164,7 +166,7 @@ def test_cutout_autoaugment_and_batch_normalisation_stats() -> None:
     torch.manual_seed(0)
     x = (torch.rand(64, 3, 32, 32) * 255 * torch.tensor([0.49, 0.48, 0.45]).view(1, 3, 1, 1) * 2).clamp(0, 255)
     x = x.to(torch.uint8)
-    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    mean, std = CIFAR10_MEAN, CIFAR10_STD
     for mode in ("none", "standard", "cutout", "autoaugment"):
         aug = BatchAugment(mode, mean, std)
         a, b = aug(x, torch.Generator().manual_seed(5)), aug(x, torch.Generator().manual_seed(5))
@@ -561,3 +563,56 @@ def test_imagenet_torchvision_meta_bin_labels_a_flat_val_folder(tmp_path: Path) 
     dm = _imagenet(root)
     assert dm.class_names["n01443537"] == ("goldfish",)
     assert [label for _, label in dm.val_dataset.samples] == [0, 1]
+
+
+# -- what the DataModules share -----------------------------------------------------------------------------------
+
+
+def test_normalisation_constants_have_one_source_for_models_and_data() -> None:
+    import timm.data.constants
+
+    from octzoo.models import create_model, list_models, model_entry
+
+    assert (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert IMAGENET_DEFAULT_MEAN is timm.data.constants.IMAGENET_DEFAULT_MEAN  # timm's, not a copy
+    assert IMAGENET_DEFAULT_STD is timm.data.constants.IMAGENET_DEFAULT_STD
+    assert (CIFAR10_MEAN, CIFAR10_STD) == ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    by_classes = {10: CIFAR10DataModule, 1000: ImageNetDataModule}
+    for name in list_models():
+        cfg = model_entry(name).pretrained_cfg
+        dm = by_classes[cfg["num_classes"]]
+        assert cfg["mean"] is dm.mean and cfg["std"] is dm.std, name
+    assert CIFAR10DataModule.mean is CIFAR10_MEAN and CIFAR10DataModule.std is CIFAR10_STD
+    assert ImageNetDataModule.mean is IMAGENET_DEFAULT_MEAN and ImageNetDataModule.std is IMAGENET_DEFAULT_STD
+    for name, dm in (("resnet20", CIFAR10DataModule), ("resnet18", ImageNetDataModule)):
+        cfg = create_model(name).pretrained_cfg
+        assert (cfg["mean"], cfg["std"]) == (dm.mean, dm.std), name
+
+
+def test_models_import_neither_data_nor_lightning() -> None:
+    import subprocess
+    import sys
+
+    loaded = "sorted(m for m in sys.modules if m.startswith(('lightning', 'octzoo.data')))"
+    code = f"import sys, octzoo.models; print({loaded})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # the data tier reads the models' constants, never the reverse
+
+
+def test_both_datamodules_share_the_loader_settings(cifar_pickles: Path, tmp_path: Path, imagenet_dir: Path) -> None:
+    cifar = _dm(cifar_pickles, tmp_path, batch_size=16, num_workers=2, pin_memory=True, drop_last=True)
+    imagenet = _imagenet(imagenet_dir, num_workers=2, persistent_workers=None, drop_last=True)
+    assert isinstance(cifar, ImageDataModule) and isinstance(imagenet, ImageDataModule)
+    for dm, persistent in ((cifar, False), (imagenet, True)):  # None: persistent whenever there are workers
+        loaders = [getattr(dm, f"{stage}_dataloader")() for stage in ("train", "val", "test", "predict")]
+        assert all(dl.num_workers == 2 and dl.persistent_workers is persistent for dl in loaders)
+        assert [dl.pin_memory for dl in loaders] == [dm.hparams.pin_memory] * 4
+        assert all(not dl.drop_last and dl.batch_size == dm.batch_size for dl in loaders[1:])
+        assert loaders[2].dataset is loaders[3].dataset is dm.test_dataset
+    assert cifar.train_dataloader().sampler.drop_last_batch  # CIFAR-10 drops it in its batch sampler
+    assert imagenet.train_dataloader().drop_last and imagenet.train_dataset is not imagenet.test_dataset
+    assert imagenet.val_dataloader().dataset is imagenet.test_dataset  # ImageNet tests on its validation images
+    no_workers = _dm(cifar_pickles, tmp_path, num_workers=0, persistent_workers=True)
+    assert no_workers.val_dataloader().persistent_workers is False
+    with pytest.raises(RuntimeError, match="setup"):
+        ImageNetDataModule(str(imagenet_dir)).test_dataloader()

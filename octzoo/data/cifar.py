@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from ..models.constants import CIFAR10_MEAN, CIFAR10_STD
 from ._cache import load_cifar
 from ._cifar_files import CifarSource, find_source
 from ._cifar_format import CIFAR10_CLASSES, CifarArrays
-from ._common import DataError, check_model_classes, check_policy
-from .augment import BatchAugment, normalize
+from ._common import DataError, check_model_classes
+from .augment import BatchAugment
+from .base import ImageDataModule
 from .sampler import ArrayDataset, EpochBatchSampler, already_batched, batch_seed
 
 __all__ = ["CIFAR10DataModule"]
@@ -26,7 +28,7 @@ def _to_tensors(x: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.asarray(y, dtype=np.int64))
 
 
-class CIFAR10DataModule(L.LightningDataModule):
+class CIFAR10DataModule(ImageDataModule):
     """CIFAR-10 (Krizhevsky 2009): 50,000 training and the official 10,000 test images, 32x32 RGB, 10 classes.
 
     ``data_dir`` holds the official ``cifar-10-batches-py/`` (fetched by torchvision in ``prepare_data`` when
@@ -44,14 +46,15 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     ``val_split`` (a count, or a fraction of the training set) holds out a validation set drawn with ``seed``;
     with 0 the validation loop runs on the test set, as CIFAR papers report. ``on_bad_image``: "fail" raises
-    naming an unreadable file; "skip" leaves it out with a warning and a count (``skipped``).
+    naming an unreadable file; "skip" leaves it out with a warning and a count (``skipped``). The evaluation
+    loaders and the normalisation are :class:`~octzoo.data.base.ImageDataModule`'s.
     """
 
     name = "cifar10"
     num_classes = 10
     classes = CIFAR10_CLASSES
-    mean = (0.4914, 0.4822, 0.4465)
-    std = (0.2470, 0.2435, 0.2616)
+    mean = CIFAR10_MEAN
+    std = CIFAR10_STD
     input_size = (3, 32, 32)
 
     def __init__(
@@ -69,17 +72,15 @@ class CIFAR10DataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         drop_last: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(data_dir, batch_size, on_bad_image)
         self.save_hyperparameters()
-        check_policy(on_bad_image)
         if isinstance(val_split, bool) or not (
             isinstance(val_split, int) and val_split >= 0 or isinstance(val_split, float) and 0.0 <= val_split < 1.0
         ):
             raise ValueError(f"val_split must be a count >= 0 or a fraction in [0, 1), got {val_split!r}")
         if seed < 0 or batch_size < 1:
             raise ValueError(f"need seed >= 0 and batch_size >= 1, got seed={seed}, batch_size={batch_size}")
-        self.data_dir = Path(data_dir).expanduser()
-        self.batch_size, self.seed = batch_size, seed
+        self.seed = seed
         self.augmentation = BatchAugment(augment, self.mean, self.std)
         self.source: CifarSource | None = None
         self.cache_file: Path | None = None
@@ -153,19 +154,9 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------------------------
 
-    def _loader_kwargs(self) -> dict[str, Any]:
-        workers = self.hparams.num_workers
-        return {
-            "num_workers": workers,
-            "pin_memory": self.hparams.pin_memory,
-            "persistent_workers": self.hparams.persistent_workers and workers > 0,
-            "collate_fn": already_batched,
-        }
-
-    def _require(self, dataset: ArrayDataset | None) -> ArrayDataset:
-        if dataset is None:
-            raise RuntimeError("call setup() before asking for a dataloader")
-        return dataset
+    def _collate_fn(self) -> Callable[[Any], Any]:
+        """The loaders yield whole batches already (the sampler hands out index batches)."""
+        return already_batched
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches ``(uint8 images, labels, (epoch, rank, batch))``, sharded over DDP ranks."""
@@ -184,21 +175,6 @@ class CIFAR10DataModule(L.LightningDataModule):
             self._resume = None
         return DataLoader(dataset, batch_size=None, sampler=sampler, **self._loader_kwargs())
 
-    def _eval_loader(self, dataset: ArrayDataset | None) -> DataLoader:
-        return DataLoader(self._require(dataset), batch_size=self.batch_size, shuffle=False, **self._loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        """The held-out validation split, or the test set when ``val_split`` is 0."""
-        return self._eval_loader(self.val_dataset if self.val_dataset is not None else self.test_dataset)
-
-    def test_dataloader(self) -> DataLoader:
-        """The official 10,000 test images, in file order."""
-        return self._eval_loader(self.test_dataset)
-
-    def predict_dataloader(self) -> DataLoader:
-        """The test images, as for ``test_dataloader``."""
-        return self._eval_loader(self.test_dataset)
-
     # -- on the device ---------------------------------------------------------------------------------------
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:
@@ -208,8 +184,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             self._position = (key[0], key[2] + 1)
             generator = torch.Generator().manual_seed(batch_seed(self.seed, key))
             return self.augmentation(x, generator), y
-        x, y = batch
-        return normalize(x, self.mean, self.std), y
+        return super().on_after_batch_transfer(batch, dataloader_idx)
 
     # -- resumable state -------------------------------------------------------------------------------------
 

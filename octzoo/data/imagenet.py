@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
-from torch import Tensor
-from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from ._common import check_model_classes, check_policy
+from ..models.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from ._common import check_model_classes
 from ._folders import ImageFileDataset, SkipCollate, scan_imagenet
-from .augment import normalize
+from .base import ImageDataModule
 
 __all__ = ["ImageNetDataModule"]
 
 
-class ImageNetDataModule(L.LightningDataModule):
+class ImageNetDataModule(ImageDataModule):
     """ImageNet-1k (ILSVRC 2012) or any image-folder data set laid out like it.
 
     ``data_dir`` holds ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG`` (torchvision's ``ImageNet`` layout;
@@ -30,12 +27,13 @@ class ImageNetDataModule(L.LightningDataModule):
     "skip" drops it from its batch with a warning and counts it (``skipped``). The test and predict loaders
     use the validation images (ImageNet's test labels are not public). ``drop_last`` leaves out the last, smaller
     training batch of each epoch (the CLI sets it when ``model.compile`` is on, so that the compiled step sees one
-    shape).
+    shape). ``persistent_workers`` None keeps the workers between epochs whenever ``num_workers`` > 0. The loaders
+    and the normalisation are :class:`~octzoo.data.base.ImageDataModule`'s.
     """
 
     name = "imagenet"
-    mean = (0.485, 0.456, 0.406)
-    std = (0.229, 0.224, 0.225)
+    mean = IMAGENET_DEFAULT_MEAN
+    std = IMAGENET_DEFAULT_STD
 
     def __init__(
         self,
@@ -51,13 +49,11 @@ class ImageNetDataModule(L.LightningDataModule):
         on_bad_image: Literal["fail", "skip"] = "fail",
         drop_last: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(data_dir, batch_size, on_bad_image)
         self.save_hyperparameters()
-        check_policy(on_bad_image)
         if resize_size < image_size:
             raise ValueError(f"resize_size ({resize_size}) must be at least image_size ({image_size})")
-        self.data_dir = Path(data_dir).expanduser()
-        self.batch_size, self.num_classes = batch_size, num_classes
+        self.num_classes = num_classes
         self.input_size = (3, image_size, image_size)
         self.classes: list[str] | None = None
         self.class_names: dict[str, Any] = {}
@@ -98,38 +94,6 @@ class ImageNetDataModule(L.LightningDataModule):
             self.val_dataset = ImageFileDataset(samples["val"], self.transforms(False), policy)
         check_model_classes(self.trainer, len(self.classes), f"ImageNet in {self.data_dir}")
 
-    def _loader(self, dataset: ImageFileDataset | None, shuffle: bool, drop_last: bool = False) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("call setup() before asking for a dataloader")
-        workers, persistent = self.hparams.num_workers, self.hparams.persistent_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            num_workers=workers,
-            pin_memory=self.hparams.pin_memory,
-            persistent_workers=workers > 0 and (persistent is None or persistent),
-            collate_fn=SkipCollate(self.hparams.image_size),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches of uint8 crops (Lightning adds a DistributedSampler under DDP)."""
-        return self._loader(self.train_dataset, shuffle=True, drop_last=self.hparams.drop_last)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches of uint8 centre crops."""
-        return self._loader(self.val_dataset, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """The validation images, as ``val_dataloader``."""
-        return self._loader(self.val_dataset, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """The validation images, as ``val_dataloader``."""
-        return self._loader(self.val_dataset, shuffle=False)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        """Normalise a uint8 batch to float on the device."""
-        x, y = batch
-        return normalize(x, self.mean, self.std), y
+    def _collate_fn(self) -> SkipCollate:
+        """Stacks a batch, leaving out the images skipped under ``on_bad_image="skip"``."""
+        return SkipCollate(self.hparams.image_size)

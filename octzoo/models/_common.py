@@ -7,11 +7,12 @@ import numbers
 from torch import Tensor, nn
 
 from ..layers import is_fx_tracing
+from .constants import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 IMAGENET_CFG = dict(
     input_size=(3, 224, 224),
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_DEFAULT_MEAN,
+    std=IMAGENET_DEFAULT_STD,
     crop_pct=0.875,
     interpolation="bilinear",
     num_classes=1000,
@@ -20,8 +21,8 @@ IMAGENET_CFG = dict(
 # CIFAR-10 training-set statistics (per channel, pixels in [0, 1]).
 CIFAR_CFG = dict(
     input_size=(3, 32, 32),
-    mean=(0.4914, 0.4822, 0.4465),
-    std=(0.2470, 0.2435, 0.2616),
+    mean=CIFAR10_MEAN,
+    std=CIFAR10_STD,
     crop_pct=1.0,
     interpolation="nearest",
     num_classes=10,
