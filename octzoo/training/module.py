@@ -10,6 +10,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -17,6 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..models import create_model
 from ..profile import profile
 from .bf16 import BF16Emulation, cpu_has_fast_bf16
+from .optim import as_config, build_optimizer, build_scheduler, resolve
 
 __all__ = ["COMPILE_MODES", "ImageClassifier"]
 
@@ -32,9 +34,23 @@ class ImageClassifier(L.LightningModule):
     weights file (or a published tag once weights are published); Lightning's own training checkpoints go
     through ``--ckpt_path``.
 
-    Optimisation: ``optimizer`` SGD (momentum, Nesterov) or AdamW; ``scheduler`` cosine with linear
-    warm-up, step (``milestones`` in epochs, ``gamma``) or one-cycle, all stepped per iteration;
-    ``no_decay_norm_bias`` skips weight decay on norm and bias parameters; ``label_smoothing``; batch-level
+    Optimisation: ``optimizer`` "sgd" (``lr``, ``momentum``, ``nesterov``, ``weight_decay``) or "adamw" (``lr``,
+    ``weight_decay``); ``scheduler`` "cosine" (linear warm-up over ``warmup_epochs``, then cosine to ``min_lr``),
+    "step" (warm-up, then times ``gamma`` at each of ``milestones``, in epochs), "onecycle" (peaking at the
+    optimiser's lr) or "none", all stepped per iteration. Any torch optimiser or scheduler can be injected instead,
+    as Lightning's ``OptimizerCallable`` (``params -> Optimizer``) and ``LRSchedulerCallable``
+    (``optimizer -> LRScheduler``); in a config::
+
+        model:
+          optimizer: {class_path: torch.optim.RMSprop, init_args: {lr: 0.01, weight_decay: 1.0e-4}}
+          scheduler: {class_path: torch.optim.lr_scheduler.StepLR, init_args: {step_size: 30}}
+
+    An injected optimiser takes its lr and weight decay from its own arguments (``lr``, ``momentum``, ``nesterov``
+    and ``weight_decay`` are the shortcuts'); the string schedules scale its lr. An injected scheduler steps once
+    per epoch (Lightning's default; a ``ReduceLROnPlateau`` watches ``val/loss``). In Python, a class, a
+    ``functools.partial`` or the ``{class_path, init_args}`` mapping serve; the hyperparameters keep the mapping,
+    so checkpoints reload without code (:mod:`octzoo.training.optim`). ``no_decay_norm_bias`` puts norm and bias
+    parameters in a group without weight decay, for any optimiser. ``label_smoothing``; batch-level
     ``mixup_alpha`` / ``cutmix_alpha`` (one of the two per batch, chosen at random when both are set).
 
     Speed: ``compile`` runs the network through ``torch.compile`` during a fit (``True``: its default mode, or the
@@ -69,13 +85,13 @@ class ImageClassifier(L.LightningModule):
         model_kwargs: dict[str, Any] | None = None,
         num_classes: int = 10,
         pretrained: str | bool = False,
-        optimizer: Literal["sgd", "adamw"] = "sgd",
+        optimizer: Literal["sgd", "adamw"] | OptimizerCallable = "sgd",
         lr: float = 0.1,
         momentum: float = 0.9,
         nesterov: bool = False,
         weight_decay: float = 5e-4,
         no_decay_norm_bias: bool = False,
-        scheduler: Literal["cosine", "step", "onecycle", "none"] = "cosine",
+        scheduler: Literal["cosine", "step", "onecycle", "none"] | LRSchedulerCallable = "cosine",
         warmup_epochs: float = 0.0,
         min_lr: float = 0.0,
         milestones: list[int] | None = None,
@@ -93,6 +109,10 @@ class ImageClassifier(L.LightningModule):
                 f"compile={compile!r}: use false, true (torch.compile's default mode) or one of the modes "
                 f"{', '.join(map(repr, COMPILE_MODES))}"
             )
+        self._optimizer_choice = resolve(optimizer, "optimizer")  # a name of optim.OPTIMIZERS or a factory
+        self._scheduler_choice = resolve(scheduler, "scheduler")
+        # save_hyperparameters reads these locals (unless LightningCLI gave the config): plain data, not callables
+        optimizer, scheduler = as_config(optimizer), as_config(scheduler)
         self.save_hyperparameters()
         self.model = create_model(model_name, pretrained=pretrained, num_classes=num_classes, **(model_kwargs or {}))
         if channels_last:
@@ -310,39 +330,6 @@ class ImageClassifier(L.LightningModule):
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        groups = self._param_groups()
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(
-                groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay
-            )
-        elif hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            raise ValueError(f"optimizer={hp.optimizer!r}: use 'sgd' or 'adamw'")
-        if hp.scheduler == "none":
-            return {"optimizer": opt}
-        total = self.trainer.estimated_stepping_batches
-        if hp.scheduler == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=int(total))
-        else:
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda(int(total)))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def _lr_lambda(self, total_steps: int):
-        """Per-step multiplier of ``lr``: linear warm-up, then cosine to ``min_lr`` or step decay."""
-        hp = self.hparams
-        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
-        warmup = int(hp.warmup_epochs * steps_per_epoch)
-        floor = hp.min_lr / hp.lr if hp.lr > 0 else 0.0
-        milestones = [m * steps_per_epoch for m in (hp.milestones or [])]
-
-        def multiplier(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if hp.scheduler == "step":
-                return hp.gamma ** sum(step >= m for m in milestones)
-            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        return multiplier
+        opt = build_optimizer(self._optimizer_choice, self._param_groups(), self.hparams)
+        sched = build_scheduler(self._scheduler_choice, opt, self.hparams, self.trainer)
+        return {"optimizer": opt} if sched is None else {"optimizer": opt, "lr_scheduler": sched}
