@@ -20,14 +20,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from .models import model_entry
-from .training import ImageClassifier, RunSummary, read_summary, run_name
+from .training import ImageClassifier, RunSummary, Summary, read_summary, run_name
+from .training.configs import expand_bases, logger_args, model_alpha, model_width
 
 __all__ = ["OctzooCLI", "main"]
 
@@ -38,41 +37,29 @@ class OctzooCLI(LightningCLI):
         parser.link_arguments("model.compile", "data.init_args.drop_last", compute_fn=drop_last_when_compiled)
         parser.add_argument("--test_after_fit", type=bool, default=False, help="test the best checkpoint after fit")
 
-    def _loggers(self, cfg) -> list:
-        loggers = cfg.trainer.get("logger")
-        if not loggers or loggers is True:
-            return []
-        return loggers if isinstance(loggers, list) else [loggers]
-
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         model = cfg.model
-        kwargs = model.model_kwargs or {}
-        alpha = kwargs.get("alpha", model_entry(model.model_name).default_alpha) or 0.0
-        name = run_name(model.model_name, alpha, kwargs.get("width_mult"))
+        alpha, width = model_alpha(model), model_width(model)
         previous = self._resumed_run(cfg.get("ckpt_path")) if self.subcommand == "fit" else None
-        for logger in self._loggers(cfg):
-            args, kind = logger.init_args, logger.class_path.rsplit(".", 1)[-1]
-            if kind == "CSVLogger":
-                if args.get("name") in (None, "auto"):
-                    args.name = name
-                if previous:  # continue in the interrupted run's folder
-                    run_dir = Path(previous["run_dir"])
-                    args.save_dir, args.name, args.version = (
-                        str(run_dir.parent.parent),
-                        run_dir.parent.name,
-                        run_dir.name,
-                    )
-            elif kind == "WandbLogger":
-                args.group = args.get("group") or model.model_name
-                width = [f"width_mult={kwargs['width_mult']:g}"] if kwargs.get("width_mult") not in (None, 1) else []
-                args.tags = args.get("tags") or [model.model_name, f"alpha={alpha:g}", *width]
-                if previous and previous.get("wandb"):
-                    args.id = previous["wandb"]["id"]
-                    args.resume = "allow"
+        csv = logger_args(cfg, "CSVLogger")
+        if csv is not None:
+            if csv.get("name") in (None, "auto"):
+                csv.name = run_name(model.model_name, alpha, width)
+            if previous:  # continue in the interrupted run's folder
+                run_dir = Path(previous.raw["run_dir"])
+                csv.save_dir, csv.name, csv.version = str(run_dir.parent.parent), run_dir.parent.name, run_dir.name
+        wandb = logger_args(cfg, "WandbLogger")
+        if wandb is not None:
+            wandb.group = wandb.get("group") or model.model_name
+            width_tag = [f"width_mult={width:g}"] if width is not None else []
+            wandb.tags = wandb.get("tags") or [model.model_name, f"alpha={alpha:g}", *width_tag]
+            if previous and previous.wandb:
+                wandb.id = previous.wandb["id"]
+                wandb.resume = "allow"
 
     @staticmethod
-    def _resumed_run(ckpt_path: str | None) -> dict[str, Any] | None:
+    def _resumed_run(ckpt_path: str | None) -> Summary | None:
         """The summary of the run a ``<run>/checkpoints/*.ckpt`` belongs to, if it has one."""
         if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry"):
             return None
@@ -104,44 +91,6 @@ class OctzooCLI(LightningCLI):
 def drop_last_when_compiled(compile: bool | str) -> bool:
     """``data.drop_last`` from ``model.compile``: true for any compile mode."""
     return compile is not False
-
-
-def expand_bases(argv: Sequence[str]) -> list[str]:
-    """Replace every ``--config FILE`` whose YAML has ``_base_`` by its chain of ``--config`` arguments.
-
-    The file itself is passed on as a YAML string without the ``_base_`` key, after its bases, so that its
-    values override theirs exactly as repeated ``--config`` files do.
-    """
-    out: list[str] = []
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--config" and i + 1 < len(args):
-            out += _config_chain(Path(args[i + 1]), ())
-            i += 2
-            continue
-        if arg.startswith("--config="):
-            out += _config_chain(Path(arg.split("=", 1)[1]), ())
-        else:
-            out.append(arg)
-        i += 1
-    return out
-
-
-def _config_chain(path: Path, seen: tuple[Path, ...]) -> list[str]:
-    if not path.is_file():
-        return ["--config", str(path)]  # LightningCLI reports the missing file (or reads a YAML string)
-    if path.resolve() in seen:
-        raise ValueError(f"config {path} includes itself through _base_: {' -> '.join(map(str, seen))}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict) or "_base_" not in data:
-        return ["--config", str(path)]
-    bases = data.pop("_base_")
-    chain: list[str] = []
-    for base in [bases] if isinstance(bases, str) else bases:
-        chain += _config_chain(path.parent / base, (*seen, path.resolve()))
-    return chain + ["--config", yaml.safe_dump(data, sort_keys=False)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,21 +13,32 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .models import create_model
-from .models._pretrained import PretrainedWeight, looks_like_a_file, pretrained_weight, sha256_of, split_tag
-from .models._weights import load_weights, read_state_dict
+from .models import (
+    PretrainedWeight,
+    create_model,
+    load_weights,
+    looks_like_a_file,
+    pretrained_weight,
+    read_state_dict,
+    sha256_of,
+    split_tag,
+)
 
 __all__ = [
     "FORMATS",
+    "add_parser",
+    "main",
     "export_onnx",
     "export_torchscript",
     "load_source",
@@ -255,3 +266,103 @@ def weight_entry(
     }
     PretrainedWeight.from_dict(entry)
     return entry
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the command
+
+
+DESCRIPTION = """\
+Write a network as safetensors weights, ONNX or TorchScript. SOURCE is a published weight ('arch.tag'), a
+weights file (octzoo's safetensors name their architecture; other files need --model) or a Lightning
+checkpoint of an octzoo training run (.ckpt). ONNX and TorchScript files are checked against eager PyTorch
+on a fresh batch (ONNX through onnxruntime when it is installed) and the largest relative difference is printed.
+
+With --format safetensors and --tag, a checkpoint becomes a publishable weight: next to the file, OUT.json
+holds its registry entry (octzoo/weights/registry.json format), filled from the run's summary.json, with
+top-1/top-5 measured in float32 on the test set of --data-dir (or taken from the run's test metrics)."""
+
+EPILOG = """\
+examples:
+  octzoo export runs/.../checkpoints/last.ckpt --format onnx --out oct_resnet20.onnx
+  octzoo export oct_resnet20.a250_c10 --format torchscript --out oct_resnet20.pt
+  octzoo export runs/.../checkpoints/last.ckpt --format safetensors --out oct_resnet20_a250_c10.safetensors \\
+      --tag a250_c10 --data-dir path/to/cifar10 --dataset "CIFAR-10 (JPEG q75 copy)"
+"""
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "export",
+        help="write a tag, weights file or checkpoint as safetensors, ONNX or TorchScript",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", metavar="SOURCE", help="arch.tag, a weights file or a training checkpoint (.ckpt)")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, metavar="PATH", help="the file to write")
+    p.add_argument("--model", metavar="NAME", help="architecture of a weights file that does not name its own")
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="example input (default: model's)")
+    p.add_argument("--tag", help="safetensors from a checkpoint: also write OUT.json, the registry entry arch.TAG")
+    p.add_argument("--data-dir", metavar="DIR", help="with --tag: measure top-1/top-5 on this data's test set")
+    p.add_argument("--dataset", metavar="NAME", help="with --tag: the data set's exact name (default: the run's)")
+    p.add_argument("--commit", metavar="SHA", help="with --tag: the commit that trained it (default: the run's)")
+    p.set_defaults(func=main, parser=p)
+
+
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.tag and (args.format != "safetensors" or not str(args.source).endswith(".ckpt")):
+        parser.error(
+            "--tag makes a published weight of a training checkpoint (.ckpt): use it with --format safetensors"
+        )
+    if not args.tag and (args.data_dir or args.dataset or args.commit):
+        parser.error("--data-dir, --dataset and --commit describe a published weight: add --tag")
+    try:
+        net, info = load_source(args.source, args.model)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"octzoo export: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    size = tuple(args.input_size) if args.input_size else None
+    if args.format == "safetensors":
+        save_safetensors(net, out, info)
+        print(f"wrote {out} ({out.stat().st_size:,} bytes): {info['architecture']} {info['model_kwargs'] or ''}")
+        if args.tag:
+            entry_file = _write_entry(args, net, info, out)
+            print(f"wrote {entry_file}: add it to octzoo/weights/registry.json and the file to octzoo/weights/")
+        return 0
+    export = export_onnx if args.format == "onnx" else export_torchscript
+    error = export(net, out, size)
+    checked = "not checked (install onnxruntime)" if error is None else f"max relative difference {error:.2e}"
+    print(f"wrote {out} ({out.stat().st_size:,} bytes), {args.format} vs eager PyTorch: {checked}")
+    return 0
+
+
+def _write_entry(args: argparse.Namespace, net: nn.Module, info: dict, out) -> object:
+    from .training import Summary, read_summary
+
+    run_dir = Path(info["checkpoint"]).resolve().parent.parent
+    summary = read_summary(run_dir) or Summary(run_dir, {})  # a run without one: --data-dir measures the metrics
+    data = summary.data
+    if args.data_dir:
+        from . import data as octzoo_data
+        from .training.evaluate import evaluate
+
+        datamodule = getattr(octzoo_data, data.get("class") or "CIFAR10DataModule")(data_dir=args.data_dir)
+        metrics = evaluate(net, datamodule)
+    elif summary.test_metrics:
+        test = summary.test_metrics
+        metrics = {"top1": 100 * test["test/acc1"], "top5": 100 * test["test/acc5"], "split": "test", "images": 0}
+    else:
+        raise SystemExit("octzoo export: no test metrics in the run's summary.json; pass --data-dir to measure them")
+    if net.num_classes != 10 or data.get("class", "CIFAR10DataModule") != "CIFAR10DataModule":
+        raise SystemExit("octzoo export: --tag knows the class names of CIFAR-10 runs only")
+    from .data import CIFAR10_CLASSES
+
+    dataset = args.dataset or data.get("name") or "CIFAR-10"
+    entry = weight_entry(net, info, out, args.tag, summary.raw, metrics, dataset, list(CIFAR10_CLASSES), args.commit)
+    path = out.with_name(out.name + ".json")
+    path.write_text(json.dumps(entry, indent=2) + "\n")
+    return path

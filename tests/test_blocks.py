@@ -11,7 +11,7 @@ import pickle
 
 import pytest
 import torch
-import torch.nn.functional as F
+from helpers import ref_pool, ref_upsample
 from torch import Tensor, nn
 
 from octzoo.layers import (
@@ -30,22 +30,6 @@ SIZES = [(1, 1), (2, 3), (5, 7), (8, 8), (9, 6)]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread", "operator_path")
-
-
-def ref_pool(x: Tensor) -> Tensor:
-    """2x2 / stride-2 mean over the valid pixels of each block (ceil mode), without avg_pool2d."""
-    n, c, h, w = x.shape
-    ph, pw = h % 2, w % 2
-    xp = F.pad(x, (0, pw, 0, ph))
-    ones = F.pad(torch.ones(1, 1, h, w, dtype=x.dtype), (0, pw, 0, ph))
-    h2, w2 = (h + ph) // 2, (w + pw) // 2
-    return xp.reshape(n, c, h2, 2, w2, 2).sum(dim=(3, 5)) / ones.reshape(1, 1, h2, 2, w2, 2).sum(dim=(3, 5))
-
-
-def ref_upsample(x: Tensor, size) -> Tensor:
-    rows = torch.arange(size[0]) // 2
-    cols = torch.arange(size[1]) // 2
-    return x[:, :, rows[:, None], cols[None, :]]
 
 
 def low(h: int) -> int:

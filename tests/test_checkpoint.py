@@ -125,7 +125,8 @@ def test_a_temporary_file_left_by_a_killed_writer_goes_with_the_next_write(tmp_p
 
 
 def test_the_shipped_configs_write_atomically_reseed_and_checkpoint_mid_epoch(tmp_path):
-    from octzoo.cli_lightning import OctzooCLI, expand_bases
+    from octzoo.cli_lightning import OctzooCLI
+    from octzoo.training.configs import expand_bases
 
     config = REPO_ROOT / "configs/cifar10/resnet20.yaml"
     args = expand_bases(["--config", str(config), "--data.data_dir", str(tmp_path), "--trainer.logger", "false"])

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, write_cifar_pickles
-from test_train_cli import read_wandb_records
+from helpers import read_wandb_records
 
 from octzoo.cli import main as octzoo_main
-from octzoo.compare import _latency_spec, read_local_run
+from octzoo.runs import read_local_run
+from octzoo.runs.aggregate import _latency_spec
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

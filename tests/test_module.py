@@ -10,50 +10,23 @@ import lightning as L
 import pytest
 import torch
 from conftest import REPO_ROOT, quiet_trainer
+from helpers import LrTrace, TinyData
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, StochasticWeightAveraging
 from safetensors.torch import save_file
 from torch import Tensor
 from torch._dynamo.backends.debugging import aot_eager
 from torch.overrides import TorchFunctionMode
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 import octzoo
 import octzoo.training.bf16
 import octzoo.training.module
-from octzoo.cli_lightning import OctzooCLI, expand_bases
+from octzoo.cli_lightning import OctzooCLI
 from octzoo.data import CIFAR10DataModule, ImageNetDataModule
 from octzoo.data.sampler import EpochBatchSampler
 from octzoo.training import ImageClassifier
+from octzoo.training.configs import expand_bases
 from octzoo.training.module import COMPILE_MODES
-
-
-class TinyData(L.LightningDataModule):
-    """Random 8x8 images in 10 classes: enough to drive the training loop, fast on 2 cores."""
-
-    num_classes = 10
-    input_size = (3, 8, 8)
-
-    def __init__(self, n: int = 16, batch_size: int = 4):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.ds = TensorDataset(torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g))
-        self.batch_size = batch_size
-
-    def train_dataloader(self):
-        return DataLoader(self.ds, batch_size=self.batch_size, shuffle=True)
-
-    def val_dataloader(self):
-        return DataLoader(self.ds, batch_size=self.batch_size)
-
-    test_dataloader = val_dataloader
-
-
-class LrTrace(Callback):
-    def __init__(self):
-        self.lrs = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
 def test_cosine_schedule_with_linear_warmup(tmp_path):

@@ -15,8 +15,8 @@ from conftest import REPO_ROOT, write_cifar_pickles
 
 import octzoo
 from octzoo.cli import main as octzoo_main
-from octzoo.compare import read_local_runs
-from octzoo.sweep import SweepError, decide, expand, load_sweep
+from octzoo.runs import read_local_runs
+from octzoo.runs.sweep import SweepError, decide, expand, load_sweep
 
 SWEEP = "configs/sweeps/cifar10_alpha.yml"
 ALPHAS = [0.125, 0.25, 0.5, 0.75]

@@ -15,10 +15,12 @@ import pytest
 import torch
 import yaml
 from conftest import REPO_ROOT
+from helpers import read_wandb_records
 
 import octzoo
-from octzoo.cli_lightning import OctzooCLI, expand_bases
+from octzoo.cli_lightning import OctzooCLI
 from octzoo.training import ImageClassifier
+from octzoo.training.configs import expand_bases
 
 # the in-process CLI tests pass args= while pytest's own argv is in sys.argv
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
@@ -73,7 +75,7 @@ def test_every_config_parses_and_builds_its_model(config, tmp_path):
 
 
 def test_base_chain_lets_the_leaf_override(tmp_path):
-    leaf = REPO_ROOT / "configs/imagenet/oct_mobilenet_v2_100_a0375.yaml"
+    leaf = REPO_ROOT / "configs/imagenet/oct_mobilenet_v2_100_a0.375.yaml"
     args = expand_bases(["--config", str(leaf)])
     configs = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
     # bases first, each file after the files it builds on; files with a _base_ pass on as YAML without it
@@ -168,29 +170,6 @@ def test_two_runs_started_together_get_their_own_folders(cifar10_pickles, tmp_pa
     assert [s["run_dir"] for s in summaries] == ["runs/resnet20_a0/version_0", "runs/resnet20_a0/version_1"]
     assert summaries[0]["wandb"]["id"] != summaries[1]["wandb"]["id"]
     assert all(s["status"] == "finished" and (tmp_path / s["checkpoints"]["last"]).is_file() for s in summaries)
-
-
-def read_wandb_records(path: Path):
-    """The protobuf records of a W&B transaction log (``run-*.wandb``): leveldb-style 32 KiB blocks of
-    chunks with a 7-byte header (crc32c, length, type: 1 full, 2 first, 3 middle, 4 last) after a 7-byte
-    file header (b":W&B", magic, version)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, block, pos, pending = path.read_bytes(), 32768, 7, b""
-    assert data[:4] == b":W&B"
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
-        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        if kind == 0 and length == 0:
-            break
-        pending = chunk if kind in (1, 2) else pending + chunk
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            yield record
 
 
 def test_wandb_offline_run_is_written_and_readable(cifar10_pickles, tmp_path):

@@ -18,6 +18,7 @@ __all__ = [
     "hold_freed_memory",
     "host_ms",
     "interleaved_medians",
+    "interleaved_latency",
     "inference_fn",
     "train_step_fn",
     "train_peak_memory",
@@ -106,6 +107,14 @@ def _synced(fn: Callable[[], object], device: torch.device) -> Callable[[], obje
 def host_ms(fn: Callable[[], object], calls: int) -> float:
     """The median host milliseconds of the last ``calls`` calls of a function from :func:`_synced`."""
     return 1e3 * statistics.median(fn.host_s[-calls:])
+
+
+def interleaved_latency(pairs: list[tuple[nn.Module, torch.Tensor]], repeats: int = 20, warmup: int = 2) -> list[float]:
+    """Median wall seconds of each ``(eval model, input)`` forward under ``torch.inference_mode``, the models
+    interleaved (:func:`interleaved_medians`)."""
+    with torch.inference_mode():
+        fns = [lambda m=model, x=x: m(x) for model, x in pairs]
+        return interleaved_medians(fns, repeats, warmup, time.perf_counter) if fns else []
 
 
 def inference_fn(

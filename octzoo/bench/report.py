@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from . import FAMILIES, INFERENCE_MODES, TRAIN_MODES, Row
 
-__all__ = ["ratio", "markdown_table", "goal_lines", "write_csv", "write_json", "write_plot", "GOALS"]
+__all__ = ["ratio", "markdown_table", "table", "goal_lines", "write_csv", "write_json", "write_plot", "GOALS"]
 
 # (family, alpha, measurement, bound, higher_is_better): the performance goals this benchmark reports on.
 GOALS = [
@@ -78,6 +78,12 @@ def _columns(rows: list[Row], batch_size: int) -> list[tuple[str, Callable[[Row]
     ]
 
 
+def table(header: Sequence[str], lines: Iterable[Sequence[str]]) -> str:
+    """A markdown table: a header row, its rule and one row per line of cells."""
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(out + ["| " + " | ".join(cells) + " |" for cells in lines])
+
+
 def markdown_table(rows: list[Row], batch_size: int) -> str:
     """One line per model; "(x)" after a number is its ratio to the plain twin (training img/s: speed-up).
     Columns that no row measured are left out."""
@@ -85,9 +91,7 @@ def markdown_table(rows: list[Row], batch_size: int) -> str:
              ("params", lambda r: f"{r.params / 1e6:.2f} M")]  # fmt: skip
     cells = [(head, [fn(row) for row in rows]) for head, fn in [*ident, *_columns(rows, batch_size)]]
     cells = [(head, col) for i, (head, col) in enumerate(cells) if i < len(ident) or any(c != "-" for c in col)]
-    lines = ["| " + " | ".join(head for head, _ in cells) + " |", "|" + "---|" * len(cells)]
-    lines += ["| " + " | ".join(col[i] for _, col in cells) + " |" for i in range(len(rows))]
-    return "\n".join(lines)
+    return table([head for head, _ in cells], ([col[i] for _, col in cells] for i in range(len(rows))))
 
 
 def ratio_macs(rows: list[Row], row: Row) -> float:

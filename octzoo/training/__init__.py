@@ -4,7 +4,7 @@ from .checkpoint_io import AtomicCheckpointIO, LastCheckpoint
 from .loggers import CSVLogger
 from .module import ImageClassifier
 from .reseed import ReseedEachBatch
-from .summary import RunSummary, read_summary, run_name
+from .summary import RunSummary, Summary, read_summary, run_name
 from .wandb import WandbLogger
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "LastCheckpoint",
     "ReseedEachBatch",
     "RunSummary",
+    "Summary",
     "WandbLogger",
     "read_summary",
     "run_name",

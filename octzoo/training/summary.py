@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from lightning.pytorch.loggers import WandbLogger
 from .checkpoint_io import atomic_write
 from .loggers import CSVLogger
 
-__all__ = ["RunSummary", "read_summary", "run_name", "write_json_atomic"]
+__all__ = ["RunSummary", "Summary", "read_summary", "run_name", "write_json_atomic"]
 
 SCHEMA = 1
 
@@ -53,9 +54,113 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def read_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    path = Path(run_dir) / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+@dataclass(frozen=True)
+class Summary:
+    """A run folder's ``summary.json`` as :func:`read_summary` reads it: typed fields over the record (schema
+    above), ``None`` or empty where the record lacks a value; ``raw`` is the whole record."""
+
+    run_dir: Path
+    raw: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return str(self.raw.get("status") or "unknown")
+
+    @property
+    def model(self) -> str:
+        return str(self.raw["model"])
+
+    @property
+    def alpha(self) -> float:
+        return float(self.raw.get("alpha") or 0.0)
+
+    @property
+    def seed(self) -> int | None:
+        """The run's seed; None for an unseeded run (recorded as -1)."""
+        seed = self.raw.get("seed")
+        return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved LightningCLI config."""
+        return self.raw.get("config") or {}
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.raw.get("data") or {}
+
+    @property
+    def num_classes(self) -> int | None:
+        return _int(self.data.get("num_classes"))
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.raw.get("metrics") or {}
+
+    @property
+    def test_metrics(self) -> dict[str, float]:
+        return self.metrics.get("test") or {}
+
+    @property
+    def epochs(self) -> int | None:
+        """Completed epochs (the budget is ``config["trainer"]["max_epochs"]``)."""
+        return _int(self.raw.get("epochs"))
+
+    @property
+    def max_epochs(self) -> int | None:
+        return _int((self.config.get("trainer") or {}).get("max_epochs"))
+
+    @property
+    def params(self) -> int | None:
+        return _int(self.raw.get("params"))
+
+    @property
+    def macs(self) -> int | None:
+        return _int(self.raw.get("macs"))
+
+    @property
+    def input_size(self) -> tuple[int, ...] | None:
+        return tuple(self.raw["input_size"]) if self.raw.get("input_size") else None
+
+    @property
+    def updated_at(self) -> str:
+        return str(self.raw.get("updated_at") or "")
+
+    @property
+    def wandb(self) -> dict[str, Any] | None:
+        return self.raw.get("wandb") or None
+
+    @property
+    def command(self) -> list[str]:
+        return list(self.raw.get("command") or [])
+
+    @property
+    def commit(self) -> str | None:
+        return self.raw.get("commit")
+
+    @property
+    def wall_time_s(self) -> float:
+        return float(self.raw.get("wall_time_s") or 0.0)
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def read_summary(run_dir: str | os.PathLike) -> Summary | None:
+    """The ``summary.json`` of a run folder; None when the folder has none, ``ValueError`` when the file is not a
+    summary that ``octzoo fit`` wrote (not JSON, or no model)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(raw, dict) or not raw.get("model"):
+        raise ValueError(f"{path} names no model: not a summary written by octzoo fit")
+    return Summary(run_dir, raw)
 
 
 def _now() -> str:
@@ -86,7 +191,8 @@ class RunSummary(Callback):
         if not trainer.is_global_zero or path is None:
             return
         self._t0 = time.time()
-        old = json.loads(path.read_text()) if path.is_file() else {}  # a resumed run continues its summary
+        old = read_summary(path.parent)  # a resumed run continues its summary
+        old = old.raw if old is not None else {}
         self._wall_before = old.get("wall_time_s", 0.0) if stage == "fit" else 0.0
         dm = trainer.datamodule
         info = pl_module.model_profile(getattr(dm, "input_size", None))

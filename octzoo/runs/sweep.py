@@ -38,6 +38,10 @@ from typing import Any
 
 import yaml
 
+from ..training.configs import logger_args, model_alpha, model_width, resolve_args
+from ..training.summary import run_name
+from .records import read_local_runs
+
 __all__ = ["Decision", "Point", "Sweep", "SweepError", "add_parser", "decide", "expand", "load_sweep", "main"]
 
 W_AND_B_DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
@@ -69,8 +73,6 @@ class Point:
 
     @property
     def name(self) -> str:
-        from octzoo.training import run_name  # lazily: the command's other paths never load Lightning
-
         return f"{run_name(self.model, self.alpha, self.width_mult)}_s{'-' if self.seed is None else self.seed}"
 
 
@@ -149,98 +151,30 @@ def _env(name: str, env: Mapping[str, str], path: Path) -> str:
     return env[name]
 
 
-def resolve(argv: Sequence[str]) -> dict[str, Any]:
-    """What LightningCLI would read from ``argv`` for the keys the sweep needs, without building anything.
-
-    ``--config`` files (with their ``_base_`` chains) merge in order, dictionaries key by key, anything else
-    replaced; ``--a.b=V`` and ``--a.b V`` set a key to V read as YAML (a dictionary merges into a group).
-    Only ``model``, ``seed_everything`` and ``trainer`` (``max_epochs``, ``logger``) are used from it."""
-    cfg: dict[str, Any] = {}
-    args = list(argv)
-    i = 1 if args and args[0] in ("fit", "validate", "test", "predict") else 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            i += 1
-            continue
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
-            value = args[i + 1] if has_value else "true"
-            i += 1 + has_value
-        else:
-            i += 1
-        if key == "config":
-            _merge(cfg, _config_file(value))
-        else:
-            _set(cfg, key.split("."), yaml.safe_load(value))
-    return cfg
-
-
-def _config_file(spec: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    path = Path(spec)
-    if not path.is_file():
-        data = yaml.safe_load(spec)
-        if isinstance(data, dict):
-            return data  # a YAML string, as LightningCLI also takes
-        raise SweepError(f"config {spec} not found; run octzoo sweep from the repository root (beside configs/)")
-    if path.resolve() in seen:
-        raise SweepError(f"config {path} includes itself through _base_")
-    data = yaml.safe_load(path.read_text()) or {}
-    bases = data.pop("_base_", [])
-    merged: dict[str, Any] = {}
-    for base in [bases] if isinstance(bases, str) else bases:
-        _merge(merged, _config_file(str(path.parent / base), (*seen, path.resolve())))
-    return _merge(merged, data)
-
-
-def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    for key, value in new.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = dict(value) if isinstance(value, Mapping) else value
-    return into
-
-
-def _set(cfg: dict[str, Any], keys: list[str], value: Any) -> None:
-    for key in keys[:-1]:
-        if not isinstance(cfg.get(key), dict):
-            cfg[key] = {}
-        cfg = cfg[key]
-    if isinstance(value, Mapping) and isinstance(cfg.get(keys[-1]), dict):
-        _merge(cfg[keys[-1]], value)
-    else:
-        cfg[keys[-1]] = value
-
-
 def _csv_save_dir(cfg: dict[str, Any]) -> Path | None:
-    loggers = (cfg.get("trainer") or {}).get("logger")
-    for logger in loggers if isinstance(loggers, list) else [loggers]:
-        if isinstance(logger, dict) and str(logger.get("class_path", "")).endswith("CSVLogger"):
-            save_dir = (logger.get("init_args") or {}).get("save_dir")
-            return Path(save_dir) if save_dir else None
-    return None
+    save_dir = (logger_args(cfg, "CSVLogger") or {}).get("save_dir")
+    return Path(save_dir) if save_dir else None
 
 
 def expand(
     sweep: Sweep, env: Mapping[str, str] | None = None, extra: Sequence[str] = (), runs_dir: str | None = None
 ) -> list[Point]:
     """The sweep's points: parameters, command (``extra`` appended), model, alpha, seed, budget, run folder."""
-    from octzoo.compare import model_width
-    from octzoo.models import model_entry
-
     env = os.environ if env is None else env
     points = []
     for params in grid(sweep):
         argv = command_for(sweep, params, env) + list(extra)
         start = next((i for i, a in enumerate(argv) if a in ("fit", "validate", "test", "predict")), 0)
-        cfg = resolve(argv[start:])
+        try:
+            cfg = resolve_args(argv[start:])
+        except FileNotFoundError as err:
+            raise SweepError(f"{err}; run octzoo sweep from the repository root (beside configs/)") from None
+        except ValueError as err:  # a config that includes itself
+            raise SweepError(str(err)) from None
         model = cfg.get("model") or {}
         name = model.get("model_name")
         if not name:
             raise SweepError(f"{sweep.path}: a point names no model (model.model_name) in {params}")
-        alpha = (model.get("model_kwargs") or {}).get("alpha", model_entry(name).default_alpha) or 0.0
         seed = cfg.get("seed_everything")
         epochs = (cfg.get("trainer") or {}).get("max_epochs")
         points.append(
@@ -248,7 +182,7 @@ def expand(
                 params=params,
                 argv=argv,
                 model=name,
-                alpha=float(alpha),
+                alpha=model_alpha(model),
                 seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
                 epochs=epochs if isinstance(epochs, int) else None,
                 runs_dir=Path(runs_dir) if runs_dir else _csv_save_dir(cfg),
@@ -259,7 +193,7 @@ def expand(
 
 
 def decide(point: Point, runs: Sequence[Any], now: datetime | None = None, stale_after_s: float = 3600) -> Decision:
-    """Skip, resume or start ``point`` given the runs (``octzoo.compare.Run``) found in its run folder."""
+    """Skip, resume or start ``point`` given the runs (:class:`octzoo.runs.Run`) found in its run folder."""
     now = now or datetime.now(timezone.utc)
     if point.seed is None:
         return Decision("start", "no fixed seed, so no earlier run can stand for this point")
@@ -362,29 +296,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from octzoo.compare import read_local_runs
-
     if args.stale_after <= 0:
         parser.error(f"--stale-after must be positive (minutes), got {args.stale_after}")
     env = dict(os.environ)
-    extra = list(args.fit_args)
     try:
-        sweep = load_sweep(args.sweep)
-        if args.data_dir:
-            env["OCTZOO_DATA"] = args.data_dir
-            if not any("${envvar:OCTZOO_DATA}" in token for token in sweep.command):
-                extra = ["--data.data_dir", args.data_dir, *extra]
-        points = expand(sweep, env, extra, args.runs_dir)
+        points = _points(args, env)
     except SweepError as err:
         print(f"octzoo sweep: {err}", file=sys.stderr)
         return 2
-    if args.only:
-        chosen = [p for p in points if any(fnmatch.fnmatchcase(p.name, pat) for pat in args.only)]
-        if not chosen:
-            names = " ".join(p.name for p in points)
-            print(f"octzoo sweep: --only {' '.join(args.only)} matches no point; the points: {names}", file=sys.stderr)
-            return 2
-        points = chosen
     counts = {"start": 0, "resume": 0, "skip": 0}
     for k, point in enumerate(points, 1):
         if point.runs_dir is None:
@@ -398,19 +317,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         decision = decide(point, runs, stale_after_s=60 * args.stale_after)
         counts[decision.action] += 1
         print(f"[{k}/{len(points)}] {point.name}: {decision.action} ({decision.reason})", flush=True)
-        if decision.action == "skip":
-            continue
-        argv = point.argv + (["--ckpt_path", str(decision.ckpt)] if decision.ckpt else [])
-        print("  " + " ".join(map(_quote, argv)), flush=True)
-        if args.dry_run:
-            continue
-        returncode = subprocess.run(_executable(argv), env=env).returncode
+        returncode = 0 if decision.action == "skip" else _run(point, decision, env, args.dry_run)
         if returncode != 0:
-            print(
-                f"octzoo sweep: {point.name} failed (exit status {returncode}); fix the cause and run the same "
-                "command again: finished points are skipped and this one resumes from its last checkpoint",
-                file=sys.stderr,
-            )
             return returncode
     start, resume, skip = counts["start"], counts["resume"], counts["skip"]
     if args.dry_run:
@@ -418,3 +326,37 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     else:
         print(f"{len(points)} points: started {start}, resumed {resume}, skipped {skip}")
     return 0
+
+
+def _points(args: argparse.Namespace, env: dict[str, str]) -> list[Point]:
+    """The sweep file's points that ``--only`` selects, with ``--data-dir`` and ``--fit-args`` applied."""
+    extra = list(args.fit_args)
+    sweep = load_sweep(args.sweep)
+    if args.data_dir:
+        env["OCTZOO_DATA"] = args.data_dir
+        if not any("${envvar:OCTZOO_DATA}" in token for token in sweep.command):
+            extra = ["--data.data_dir", args.data_dir, *extra]
+    points = expand(sweep, env, extra, args.runs_dir)
+    if not args.only:
+        return points
+    chosen = [p for p in points if any(fnmatch.fnmatchcase(p.name, pat) for pat in args.only)]
+    if not chosen:
+        names = " ".join(p.name for p in points)
+        raise SweepError(f"--only {' '.join(args.only)} matches no point; the points: {names}")
+    return chosen
+
+
+def _run(point: Point, decision: Decision, env: dict[str, str], dry_run: bool) -> int:
+    """Print a point's command and, unless ``dry_run``, run it; its exit status (0 for a dry run)."""
+    argv = point.argv + (["--ckpt_path", str(decision.ckpt)] if decision.ckpt else [])
+    print("  " + " ".join(map(_quote, argv)), flush=True)
+    if dry_run:
+        return 0
+    returncode = subprocess.run(_executable(argv), env=env).returncode
+    if returncode != 0:
+        print(
+            f"octzoo sweep: {point.name} failed (exit status {returncode}); fix the cause and run the same "
+            "command again: finished points are skipped and this one resumes from its last checkpoint",
+            file=sys.stderr,
+        )
+    return returncode

@@ -1,0 +1,31 @@
+"""Tier 4: run tooling. Training runs read as records (run folders and W&B), grouped and averaged over seeds,
+reported as tables, CSV files and plots (``octzoo compare``), and grids of runs driven one by one
+(``octzoo sweep``)."""
+
+from .aggregate import METRICS, SOURCE_LABELS, Comparison, Row, aggregate, mean_std, measure_latency
+from .plots import plot_curves, plot_top1_vs_macs
+from .records import Curves, Run, find_run_dirs, read_local_run, read_local_runs, read_metrics_csv, training_settings
+from .report import format_report, write_csvs
+from .wandb_runs import read_wandb_runs
+
+__all__ = [
+    "METRICS",
+    "SOURCE_LABELS",
+    "Comparison",
+    "Curves",
+    "Row",
+    "Run",
+    "aggregate",
+    "find_run_dirs",
+    "format_report",
+    "mean_std",
+    "measure_latency",
+    "plot_curves",
+    "plot_top1_vs_macs",
+    "read_local_run",
+    "read_local_runs",
+    "read_metrics_csv",
+    "read_wandb_runs",
+    "training_settings",
+    "write_csvs",
+]

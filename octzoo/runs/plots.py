@@ -1,0 +1,95 @@
+"""A comparison drawn: top-1 against multiply-adds, and the learning curves (matplotlib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .aggregate import SOURCE_LABELS, Comparison, Row, mean_std
+
+__all__ = ["plot_curves", "plot_top1_vs_macs", "pyplot"]
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, or a RuntimeError that says how to install it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError(
+            "the plots need matplotlib: pip install 'octzoo[bench]' (or matplotlib), or pass --no-plots"
+        ) from None
+    return plt
+
+
+def plot_top1_vs_macs(comparison: Comparison, path: Path) -> Path:
+    """Top-1 against MACs: one line per (data set, family, budget, settings) through its alphas, and one through
+    the widths of its thinner plain networks (which starts from the full-width plain point), points labelled with
+    alpha or width, std error bars."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    lines: dict[tuple, list[Row]] = {}
+    for row in comparison.rows:
+        if row.top1 and row.first.macs:
+            run = row.first
+            key = (run.dataset, run.family, run.epochs, row.distinct, run.width_mult is not None)
+            lines.setdefault(key, []).append(row)
+            if run.alpha == 0 and run.width_mult is None:  # the full-width plain network starts the width line too
+                lines.setdefault(key[:-1] + (True,), []).append(row)
+    lines = {key: rows for key, rows in lines.items() if not key[-1] or any(r.first.width_mult for r in rows)}
+    for (dataset, family, epochs, distinct, widths), rows in lines.items():
+        rows.sort(key=lambda r: r.first.macs)
+        xs = [r.first.macs / 1e6 for r in rows]
+        stats = [mean_std(r.top1) for r in rows]
+        ys = [100 * m for m, _ in stats]
+        errs = [100 * (s or 0.0) for _, s in stats]
+        sources = sorted({SOURCE_LABELS[r.source] for r in rows})
+        kind = "plain, by width" if widths else "by alpha"
+        label = f"{family} {kind} ({dataset}, {epochs if epochs is not None else '?'} ep; {', '.join(sources)})"
+        label += f"\n{distinct}" if distinct else ""
+        ax.errorbar(xs, ys, yerr=errs, marker="s" if widths else "o", capsize=3, label=label)
+        for x, y, r in zip(xs, ys, rows, strict=True):
+            text = f"x{r.first.width_mult or 1:g}" if widths else f"α={r.first.alpha:g}"
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("MACs (M)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title("top-1 against multiply-adds (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    if lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(comparison: Comparison, path: Path) -> Path:
+    """Validation top-1 per epoch and training loss per step of every run in the table and every unfinished run."""
+    plt = pyplot()
+    fig, (ax_val, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    runs = [(r, "-") for row in comparison.rows for r in row.runs + row.missing]
+    runs += [(r, "--") for r in comparison.unfinished]
+    color_of: dict[tuple, str] = {}
+    for run, style in runs:
+        color = color_of.setdefault(run.key, colors[len(color_of) % len(colors)])
+        seed = "" if run.seed is None else f" s{run.seed}"
+        label = f"{run.label} α={run.alpha:g}{seed}" + ("" if run.finished else f" ({run.status})")
+        curves = run.curves()
+        if curves.val_acc1:
+            epochs = sorted(curves.val_acc1)
+            ax_val.plot(epochs, [100 * curves.val_acc1[e] for e in epochs], style, color=color, label=label)
+        if curves.train_loss:
+            steps = sorted(curves.train_loss)
+            ax_loss.plot(steps, [curves.train_loss[s] for s in steps], style, color=color, label=label, lw=0.8)
+    ax_val.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation top-1")
+    ax_loss.set(xlabel="step", ylabel="train loss", title="training loss")
+    for ax in (ax_val, ax_loss):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
