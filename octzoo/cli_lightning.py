@@ -26,7 +26,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .training import ImageClassifier, RunSummary, Summary, read_summary, run_name
-from .training.configs import expand_bases, logger_args, model_alpha, model_width
+from .training.configs import apply_run_group, expand_bases, logger_args, model_alpha, model_width
 
 __all__ = ["OctzooCLI", "main"]
 
@@ -36,12 +36,19 @@ class OctzooCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("model.compile", "data.init_args.drop_last", compute_fn=drop_last_when_compiled)
         parser.add_argument("--test_after_fit", type=bool, default=False, help="test the best checkpoint after fit")
+        parser.add_argument(
+            "--run_group",
+            type=str | None,
+            default=None,
+            help="the runs' subfolder under the loggers' save_dir and their W&B group (a recipe's, e.g. cifar10_60ep)",
+        )
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         model = cfg.model
         alpha, width = model_alpha(model), model_width(model)
         previous = self._resumed_run(cfg.get("ckpt_path")) if self.subcommand == "fit" else None
+        apply_run_group(cfg, default_group=model.model_name)
         csv = logger_args(cfg, "CSVLogger")
         if csv is not None:
             if csv.get("name") in (None, "auto"):
@@ -51,7 +58,6 @@ class OctzooCLI(LightningCLI):
                 csv.save_dir, csv.name, csv.version = str(run_dir.parent.parent), run_dir.parent.name, run_dir.name
         wandb = logger_args(cfg, "WandbLogger")
         if wandb is not None:
-            wandb.group = wandb.get("group") or model.model_name
             width_tag = [f"width_mult={width:g}"] if width is not None else []
             wandb.tags = wandb.get("tags") or [model.model_name, f"alpha={alpha:g}", *width_tag]
             if previous and previous.wandb:

@@ -7,8 +7,8 @@ the agent writes it), ``${args_no_equals}``, ``${program}``, ``${interpreter}``,
 ``${envvar:NAME}`` (an environment variable; ``--data-dir`` sets ``OCTZOO_DATA``). Arguments after
 ``--fit-args`` are added to every command.
 
-Before a point runs, the runs already in its run folder (the CSV logger's ``save_dir`` in the configs the
-command names, e.g. ``runs/cifar10_60ep``) decide what to do, matched on model, alpha, seed and epoch budget
+Before a point runs, the runs already in its run folder (the CSV logger's ``save_dir`` under the ``run_group``
+of the configs the command names, e.g. ``runs/cifar10_60ep``) decide what to do, matched on model, alpha, seed and epoch budget
 (``trainer.max_epochs``) from their ``summary.json``:
 
 - a finished run: skip the point;
@@ -38,7 +38,8 @@ from typing import Any
 
 import yaml
 
-from ..training.configs import logger_args, model_alpha, model_width, resolve_args
+from ..training.configs import model_alpha, model_width, resolve_args
+from ..training.configs import runs_dir as config_runs_dir
 from ..training.summary import run_name
 from .records import read_local_runs
 
@@ -151,11 +152,6 @@ def _env(name: str, env: Mapping[str, str], path: Path) -> str:
     return env[name]
 
 
-def _csv_save_dir(cfg: dict[str, Any]) -> Path | None:
-    save_dir = (logger_args(cfg, "CSVLogger") or {}).get("save_dir")
-    return Path(save_dir) if save_dir else None
-
-
 def expand(
     sweep: Sweep, env: Mapping[str, str] | None = None, extra: Sequence[str] = (), runs_dir: str | None = None
 ) -> list[Point]:
@@ -185,7 +181,7 @@ def expand(
                 alpha=model_alpha(model),
                 seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
                 epochs=epochs if isinstance(epochs, int) else None,
-                runs_dir=Path(runs_dir) if runs_dir else _csv_save_dir(cfg),
+                runs_dir=Path(runs_dir) if runs_dir else config_runs_dir(cfg),
                 width_mult=model_width(model),
             )
         )
@@ -277,7 +273,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="PATTERN",
         help="run only points whose name (<model>_a<alpha>_s<seed>) matches this fnmatch pattern (repeatable)",
     )
-    p.add_argument("--runs-dir", metavar="DIR", help="where the runs land (default: the CSV logger's save_dir)")
+    p.add_argument("--runs-dir", metavar="DIR", help="where the runs land (default: the CSV logger's save_dir/run_group)")
     p.add_argument(
         "--stale-after",
         type=float,

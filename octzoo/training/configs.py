@@ -31,6 +31,8 @@ __all__ = [
     "model_alpha",
     "model_width",
     "resolve_args",
+    "runs_dir",
+    "apply_run_group",
 ]
 
 
@@ -173,6 +175,30 @@ def logger_args(config: Any, kind: str) -> Any:
             args = logger.get("init_args")
             return {} if args is None else args
     return None
+
+
+def runs_dir(config: Any) -> Path | None:
+    """Where a config's runs land: the CSV logger's ``save_dir``, under the config's ``run_group`` when it names
+    one (``runs`` and ``cifar10_60ep``: ``runs/cifar10_60ep``); None without a CSV logger or its ``save_dir``."""
+    save_dir = (logger_args(config, "CSVLogger") or {}).get("save_dir")
+    if not save_dir:
+        return None
+    group = config.get("run_group")
+    return Path(save_dir) / group if group else Path(save_dir)
+
+
+def apply_run_group(config: Any, default_group: str) -> None:
+    """Lay a config's ``run_group`` over its loggers, in place (the CLI's namespace): the CSV and W&B loggers'
+    ``save_dir`` get it as a subfolder (:func:`runs_dir`), the W&B logger it as its group unless the config names
+    one (else ``default_group``); ``run_group`` is then cleared, so the config saved with a run reproduces it."""
+    group = config.get("run_group")
+    csv, wandb = logger_args(config, "CSVLogger"), logger_args(config, "WandbLogger")
+    if group:
+        for args in (a for a in (csv, wandb) if a is not None):
+            args.save_dir = str(Path(args.get("save_dir") or ".") / group)
+        config.run_group = None
+    if wandb is not None:
+        wandb.group = wandb.get("group") or group or default_group
 
 
 def model_alpha(model: Mapping[str, Any] | Any) -> float:

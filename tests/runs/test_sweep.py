@@ -138,7 +138,8 @@ def test_the_reading_of_a_point_matches_lightningcli(tmp_path, monkeypatch):
     cfg = yaml.safe_load(proc.stdout)
     save_dir = next(lg["init_args"]["save_dir"] for lg in cfg["trainer"]["logger"] if "CSVLogger" in lg["class_path"])
     assert (cfg["model"]["model_name"], cfg["model"]["model_kwargs"]["alpha"]) == (point.model, point.alpha)
-    assert (cfg["seed_everything"], cfg["trainer"]["max_epochs"], Path(save_dir)) == (1, point.epochs, point.runs_dir)
+    runs = Path(save_dir) / cfg["run_group"]
+    assert (cfg["seed_everything"], cfg["trainer"]["max_epochs"], runs) == (1, point.epochs, point.runs_dir)
     assert cfg["model"]["label_smoothing"] == 0.1 and cfg["trainer"]["precision"] == "bf16-mixed"  # the recipe holds
 
 
