@@ -3,7 +3,7 @@
 Four ``nn.Conv2d`` calls, a separately computed average pool for every path that needs one, and a
 materialised nearest-neighbour upsample added out of place, all in the input's (NCHW) layout. It reads the
 layer's own parameters, so a model switched to it computes the same function as the fast forward
-(``tests/test_bench.py`` checks that, forward and backward).
+(``tests/bench/test_bench.py`` checks that, forward and backward).
 """
 
 from __future__ import annotations

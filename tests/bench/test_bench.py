@@ -14,10 +14,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO_ROOT
 
 import octzoo
 from octzoo.bench import FAMILIES, Family, Row, Settings, gpu, naive_copy, run
@@ -470,7 +470,7 @@ def test_gpu_table_writes_each_row_when_done_and_survives_a_failing_one(tmp_path
 
 @pytest.mark.slow
 def test_gpu_bench_script_dry_run(tmp_path):
-    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_bench.sh"
+    script = REPO_ROOT / "scripts" / "gpu_bench.sh"
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     args = [str(script), str(tmp_path), "--", "--dry-run", "--tasks", "infer", "--modes", "eager"]
     out = subprocess.run(args, capture_output=True, text=True, env=env)

@@ -5,14 +5,13 @@ published CIFAR-10 weights ship in the package.
 """
 
 import re
-from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
 import octzoo
 from octzoo.models import _pretrained, model_entry
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = octzoo.list_pretrained()
 CARD = REPO_ROOT / "docs" / "pretrained.md"
 

@@ -370,16 +370,30 @@ def test_compile_says_it_is_not_applied_under_the_bf16_emulation(tmp_path, monke
 
 @pytest.mark.slow
 def test_an_inductor_compiled_fit_matches_the_eager_fit(tmp_path):
-    weights = []
+    """Four steps compiled by inductor move every weight and statistic as the eager fit does, up to float rounding.
+
+    One step's gradients agree to about 5e-6 of their size. Batches of 16: with 4 images, the batch norms of 8 px
+    inputs amplify that rounding step after step (measured: 1e-2 of the fit's change after four steps with two
+    threads); at 16 the two fits differ by about 2e-5 of how far the fit moved each tensor, and a wrong path or
+    gradient would differ by order 1."""
+    start, weights = None, []
     for compile in (False, True):
         L.seed_everything(0)
         model = ImageClassifier("oct_resnet20", compile=compile, scheduler="none", lr=0.05)
+        start = start or {k: v.clone() for k, v in model.state_dict().items()}
         copies = CopiesMidFit()
-        quiet_trainer(tmp_path, epochs=1, limit_val_batches=1, callbacks=[copies]).fit(model, TinyData())
+        data = TinyData(n=64, batch_size=16)
+        quiet_trainer(tmp_path, epochs=1, limit_val_batches=1, callbacks=[copies]).fit(model, data)
         assert copies.compiled == [compile] * 4
         weights.append(model.state_dict())
-    for name, value in weights[0].items():
-        torch.testing.assert_close(weights[1][name], value, rtol=1e-3, atol=1e-4, msg=name)
+    for name, eager in weights[0].items():
+        compiled = weights[1][name]
+        if not eager.is_floating_point():
+            assert torch.equal(compiled, eager), name
+            continue
+        moved = (eager - start[name]).norm()
+        assert moved > 0, name
+        assert (compiled - eager).norm() <= 1e-2 * moved, name
 
 
 # -- one batch shape when compiled: drop_last -----------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 - Compiled with ``fullgraph=True`` (a graph break is an error) and ``aot_eager`` (dynamo and AOTAutograd, no code
   generation), one plain and one octave model per family give eager's outputs and gradients in a training step
-  (fast; eval mode, every model: tests/test_export.py); inductor trains Oct-ResNet-20 in ``tests/test_module.py``
-  (a compiled fit against the eager one).
+  (fast; eval mode, every model: tests/test_export.py); inductor trains Oct-ResNet-20 in
+  ``tests/training/test_module.py`` (a compiled fit against the eager one).
 - ``torch._dynamo.explain`` finds one graph and no break for the rest of the registry in training (slow: up to
   20 s for each deep model on two cores).
 - The definition path's training step runs ATen operators only (no custom autograd Functions, weight copies or
