@@ -6,8 +6,11 @@ comparisons) both read from a config:
 - a config file may name the files it builds on in ``_base_`` (a path or a list, relative to the file);
   :func:`config_chain` walks them, bases first, and the file's own values come last, so that they override
   the bases' exactly as repeated ``--config`` files do;
+- :func:`expand_bases` turns those chains into the CLI's repeated ``--config`` arguments, and
+  :func:`resolve_args` reads a command's values without Lightning's parser (what ``octzoo sweep`` needs);
 - :func:`logger_args` finds a logger's ``init_args`` by its class (the CSV logger's ``save_dir``, the W&B
-  logger's group and tags), in a plain dictionary or in the CLI's namespace;
+  logger's group and tags), in a plain dictionary or in the CLI's namespace; a recipe's ``run_group`` is the
+  runs' subfolder and W&B group (:func:`runs_dir`, :func:`apply_run_group`);
 - :func:`model_alpha` and :func:`model_width` give a config's model section's alpha (the family's default
   where the config names none) and width (None for the paper's).
 """
