@@ -10,7 +10,9 @@ Beyond LightningCLI's own behaviour (repeated ``--config`` files that compose, `
   network trains on whole batches only (one batch shape, one compiled graph), while an eager run keeps every
   image of the epoch, as the published recipes were trained;
 - a CSV logger whose ``name`` is ``auto`` is named after the model and alpha (``oct_resnet20_a0.25``), and
-  a W&B logger gets its group and tags from them, so every run has its own ``version_N`` folder;
+  a W&B logger gets its tags from them, so every run has its own ``version_N`` folder;
+- ``run_group`` (a recipe's, e.g. ``cifar10_60ep``) is the runs' subfolder under the loggers' ``save_dir`` and
+  their W&B group (else the model's name) (``octzoo.training.configs.apply_run_group``);
 - ``fit --ckpt_path <run>/checkpoints/last.ckpt`` resumes in the same run folder and the same W&B run;
 - ``fit --test_after_fit true`` tests the best checkpoint and prints test top-1 with params and MACs.
 """
