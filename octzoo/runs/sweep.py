@@ -8,8 +8,8 @@ the agent writes it), ``${args_no_equals}``, ``${program}``, ``${interpreter}``,
 ``--fit-args`` are added to every command.
 
 Before a point runs, the runs already in its run folder (the CSV logger's ``save_dir`` under the ``run_group``
-of the configs the command names, e.g. ``runs/cifar10_60ep``) decide what to do, matched on model, alpha, seed and epoch budget
-(``trainer.max_epochs``) from their ``summary.json``:
+of the configs the command names, e.g. ``runs/cifar10_60ep``) decide what to do, matched on model, alpha, seed
+and epoch budget (``trainer.max_epochs``) from their ``summary.json``:
 
 - a finished run: skip the point;
 - a run marked running and updated within ``--stale-after`` minutes: skip it (it is training elsewhere);
@@ -273,7 +273,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="PATTERN",
         help="run only points whose name (<model>_a<alpha>_s<seed>) matches this fnmatch pattern (repeatable)",
     )
-    p.add_argument("--runs-dir", metavar="DIR", help="where the runs land (default: the CSV logger's save_dir/run_group)")
+    p.add_argument(
+        "--runs-dir", metavar="DIR", help="where the runs land (default: the CSV logger's save_dir/run_group)"
+    )
     p.add_argument(
         "--stale-after",
         type=float,

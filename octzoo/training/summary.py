@@ -130,18 +130,6 @@ class Summary:
     def wandb(self) -> dict[str, Any] | None:
         return self.raw.get("wandb") or None
 
-    @property
-    def command(self) -> list[str]:
-        return list(self.raw.get("command") or [])
-
-    @property
-    def commit(self) -> str | None:
-        return self.raw.get("commit")
-
-    @property
-    def wall_time_s(self) -> float:
-        return float(self.raw.get("wall_time_s") or 0.0)
-
 
 def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
