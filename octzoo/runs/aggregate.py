@@ -11,7 +11,7 @@ from typing import Any
 
 from .records import Run
 
-__all__ = ["METRICS", "SOURCE_LABELS", "Comparison", "Row", "aggregate", "mean_std", "measure_latency"]
+__all__ = ["METRICS", "SOURCE_LABELS", "Comparison", "Row", "aggregate", "mean_std"]
 
 METRICS = ("test", "final", "best")
 SOURCE_LABELS = {"test": "test", "final": "val, last epoch", "best": "val, best epoch"}
@@ -26,7 +26,8 @@ class Row:
     source: str  # test | final | best
     top1: list[float]
     top5: list[float]
-    latency_ms: float | None = None
+    latency_ms: float | None = None  # octzoo compare --latency (runs.timing)
+    train_img_s: float | None = None  # octzoo compare --throughput (runs.timing)
     distinct: str = ""  # the settings that set this row apart: those not shared by every row of the table
 
     @property
@@ -99,40 +100,3 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
-def measure_latency(rows: list[Row], repeats: int = 20, warmup: int = 2) -> list[str]:
-    """Median eager CPU latency at batch 1 for each row's network, interleaved across rows; warnings back."""
-    import torch
-
-    from .. import create_model
-    from ..bench.measure import interleaved_latency
-
-    nets, warnings = {}, []
-    for row in rows:
-        run = row.first
-        spec = _latency_spec(run)
-        if spec in nets:
-            continue
-        kwargs = {"num_classes": run.num_classes} if run.num_classes else {}
-        if run.model.startswith("oct_"):
-            kwargs["alpha"] = run.alpha
-        if run.width_mult is not None:
-            kwargs["width_mult"] = run.width_mult
-        try:
-            net = create_model(run.model, **kwargs).eval()
-        except ValueError as err:
-            warnings.append(f"no latency for {run.label}: {err}")
-            continue
-        size = run.input_size or tuple(net.pretrained_cfg["input_size"])
-        nets[spec] = (net, torch.randn(1, *size))
-    latency = dict(zip(nets, interleaved_latency(list(nets.values()), repeats, warmup), strict=True))
-    for row in rows:
-        seconds = latency.get(_latency_spec(row.first))
-        row.latency_ms = None if seconds is None else 1e3 * seconds
-    return warnings
-
-
-def _latency_spec(run: Run) -> tuple:
-    """What the timed network depends on: a thinner network is never timed as the full-width one."""
-    return (run.model, run.alpha, run.width_mult, run.num_classes, run.input_size)

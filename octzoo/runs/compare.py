@@ -19,8 +19,15 @@ Runs come from run folders (the ``summary.json`` and ``metrics.csv`` every ``oct
   metric stays out of the mean and is named below the table.
 
 Files written to ``--out``: ``compare.csv`` (one line per table row), ``runs.csv`` (one line per run read, with
-its role), ``top1_vs_macs.png`` (one line per model family, points labelled with alpha, error bars over seeds)
-and ``curves.png`` (validation top-1 per epoch and training loss per step of every run in the table).
+its role), ``top1_vs_macs.png`` (one line per model family through its alphas and one through its thinner plain
+networks, error bars over seeds), ``curves.png`` (validation top-1 per epoch and training loss per step of every
+run in the table) and, with ``--throughput``, ``top1_vs_throughput.png``.
+
+Costs measured on request, each network once, the rows interleaved: ``--latency`` the eager CPU latency at batch
+1; ``--throughput`` training images/s as the runs trained (their batch, bfloat16 autocast where the run's
+precision was bf16, channels_last where the model was), measured as ``octzoo bench`` measures training: SGD steps
+with one intra-op thread, timed by the thread's CPU clock, so trainings running beside it do not change the
+number the way they change a run's wall time.
 """
 
 from __future__ import annotations
@@ -29,10 +36,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .aggregate import METRICS, aggregate, measure_latency
-from .plots import plot_curves, plot_top1_vs_macs, pyplot
+from .aggregate import METRICS, aggregate
+from .plots import plot_curves, plot_top1_vs_macs, plot_top1_vs_throughput, pyplot
 from .records import read_local_runs
 from .report import format_report, write_csvs
+from .timing import measure_latency, measure_throughput
 from .wandb_runs import read_wandb_runs_explained
 
 __all__ = ["add_parser", "main"]
@@ -44,7 +52,9 @@ EPILOG = """\
 examples:
   octzoo compare runs/cifar10_60ep                      every run under the folder
   octzoo compare 'runs/cifar10_60ep/oct_resnet20_*' runs/cifar10_60ep/resnet20_a0 --metric best
-  octzoo compare --wandb ENTITY/octzoo --group cifar10_60ep --out results/alpha --latency"""
+  octzoo compare --wandb ENTITY/octzoo --group cifar10_60ep --out results/alpha --latency
+  octzoo compare 'docs/results/cifar10_60ep/resnet2*' 'docs/results/cifar10_60ep/oct_resnet20_*' --throughput
+                                                        top-1 against multiply-adds and training throughput"""
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -63,6 +73,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--tag", action="append", default=[], metavar="TAG", help="only runs with this tag (repeatable)")
     p.add_argument("--metric", choices=METRICS, default="test", help="top-1/top-5 source (default: test)")
     p.add_argument("--latency", action="store_true", help="measure each row's CPU latency (batch 1, eager)")
+    p.add_argument(
+        "--throughput",
+        action="store_true",
+        help="measure each row's training images/s as its runs trained (batch, precision, memory format), "
+        "octzoo bench's way: one thread, the rows interleaved, CPU time of the thread",
+    )
     p.add_argument(
         "--out",
         default="compare-results",
@@ -108,6 +124,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.latency:
         for warning in measure_latency(comparison.rows):
             print(f"octzoo compare: {warning}", file=sys.stderr)
+    if args.throughput:
+        for warning in measure_throughput(comparison.rows):
+            print(f"octzoo compare: {warning}", file=sys.stderr)
     print(format_report(comparison))
     out = Path(args.out)
     written = write_csvs(comparison, out)
@@ -116,5 +135,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             plot_top1_vs_macs(comparison, out / "top1_vs_macs.png"),
             plot_curves(comparison, out / "curves.png"),
         ]
+        if args.throughput:
+            written.append(plot_top1_vs_throughput(comparison, out / "top1_vs_throughput.png"))
     print(f"\nwrote {', '.join(map(str, written))}")
     return 0

@@ -1,12 +1,14 @@
-"""A comparison drawn: top-1 against multiply-adds, and the learning curves (matplotlib)."""
+"""A comparison drawn: top-1 against multiply-adds and against training throughput, and the learning curves
+(matplotlib)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from .aggregate import SOURCE_LABELS, Comparison, Row, mean_std
 
-__all__ = ["plot_curves", "plot_top1_vs_macs", "pyplot"]
+__all__ = ["plot_curves", "plot_top1_vs_macs", "plot_top1_vs_throughput", "pyplot"]
 
 
 def pyplot():
@@ -27,11 +29,38 @@ def plot_top1_vs_macs(comparison: Comparison, path: Path) -> Path:
     """Top-1 against MACs: one line per (data set, family, budget, settings) through its alphas, and one through
     the widths of its thinner plain networks (which starts from the full-width plain point), points labelled with
     alpha or width, std error bars."""
+    return _plot_top1_against(
+        comparison, path, lambda row: row.first.macs and row.first.macs / 1e6, "MACs (M)", "multiply-adds"
+    )
+
+
+def plot_top1_vs_throughput(comparison: Comparison, path: Path) -> Path:
+    """Top-1 against training images/s (``octzoo compare --throughput``), lines and labels as
+    :func:`plot_top1_vs_macs`; the x axis runs from fast to slow, so that cheaper networks sit on the left in
+    both plots."""
+    return _plot_top1_against(
+        comparison,
+        path,
+        lambda row: row.train_img_s,
+        "training images/s (1 thread, as trained)",
+        "training throughput",
+        invert_x=True,
+    )
+
+
+def _plot_top1_against(
+    comparison: Comparison,
+    path: Path,
+    x_of: Callable[[Row], float | None],
+    xlabel: str,
+    what: str,
+    invert_x: bool = False,
+) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     lines: dict[tuple, list[Row]] = {}
     for row in comparison.rows:
-        if row.top1 and row.first.macs:
+        if row.top1 and x_of(row):
             run = row.first
             key = (run.dataset, run.family, run.epochs, row.distinct, run.width_mult is not None)
             lines.setdefault(key, []).append(row)
@@ -39,8 +68,8 @@ def plot_top1_vs_macs(comparison: Comparison, path: Path) -> Path:
                 lines.setdefault(key[:-1] + (True,), []).append(row)
     lines = {key: rows for key, rows in lines.items() if not key[-1] or any(r.first.width_mult for r in rows)}
     for (dataset, family, epochs, distinct, widths), rows in lines.items():
-        rows.sort(key=lambda r: r.first.macs)
-        xs = [r.first.macs / 1e6 for r in rows]
+        rows.sort(key=lambda r: (r.first.width_mult or 1, r.first.alpha))  # along the family's alphas or widths
+        xs = [x_of(r) for r in rows]
         stats = [mean_std(r.top1) for r in rows]
         ys = [100 * m for m, _ in stats]
         errs = [100 * (s or 0.0) for _, s in stats]
@@ -52,10 +81,12 @@ def plot_top1_vs_macs(comparison: Comparison, path: Path) -> Path:
         for x, y, r in zip(xs, ys, rows, strict=True):
             text = f"x{r.first.width_mult or 1:g}" if widths else f"α={r.first.alpha:g}"
             ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("MACs (M)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 (%)")
-    ax.set_title("top-1 against multiply-adds (mean ± std over seeds)")
+    ax.set_title(f"top-1 against {what} (mean ± std over seeds)")
     ax.grid(alpha=0.3)
+    if invert_x:
+        ax.invert_xaxis()
     if lines:
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -23,6 +23,7 @@ __all__ = [
     "read_local_run",
     "read_local_runs",
     "read_metrics_csv",
+    "trainer_precision",
     "training_settings",
 ]
 
@@ -60,6 +61,7 @@ class Run:
     tags: tuple[str, ...] = ()
     settings: tuple[tuple[str, str], ...] = ()  # from training_settings()
     width_mult: float | None = None  # model_kwargs.width_mult other than 1
+    precision: str | None = None  # trainer.precision (32-true, bf16-mixed, ...)
     load_curves: Callable[[], Curves] | None = field(default=None, repr=False, compare=False)
     _curves: Curves | None = field(default=None, repr=False, compare=False)
 
@@ -166,8 +168,15 @@ def read_local_run(run_dir: str | os.PathLike) -> Run:
         tags=tuple(wandb_logger.get("tags") or ()),
         settings=training_settings(s.config),
         width_mult=model_width(s.config.get("model")),
+        precision=trainer_precision(s.config),
         load_curves=lambda: read_metrics_csv(run_dir / "metrics.csv"),
     )
+
+
+def trainer_precision(config: dict[str, Any]) -> str | None:
+    """A resolved config's ``trainer.precision`` as Lightning spells it (``bf16-mixed``), None where unset."""
+    precision = (config.get("trainer") or {}).get("precision")
+    return None if precision is None else str(precision)
 
 
 # Arguments that name where data, loaders and seeds come from, or the model itself (in Run.key already): what

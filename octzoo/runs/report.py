@@ -58,6 +58,8 @@ def format_report(comparison: Comparison) -> str:
 
 def _rows_table(rows: list[Row]) -> str:
     header = ["data", "model", "alpha", "epochs", "params", "MACs", "CPU latency (ms)", "top-1 (%)", "top-5 (%)"]
+    with_throughput = any(row.train_img_s is not None for row in rows)  # measured by --throughput
+    header[7:7] = ["train img/s"] if with_throughput else []
     header += ["runs", "seeds", "top-1 from"]
     with_settings = any(row.distinct for row in rows)
     header += ["settings"] if with_settings else []
@@ -65,9 +67,11 @@ def _rows_table(rows: list[Row]) -> str:
     for row in rows:
         run = row.first
         runs = str(len(row.runs)) + (f" (+{len(row.missing)} without it)" if row.missing else "")
+        throughput = ["-" if row.train_img_s is None else f"{row.train_img_s:.1f}"] if with_throughput else []
         lines.append(
             [run.dataset, run.label, f"{run.alpha:g}", _epochs(row), _params(run.params), _macs(run.macs)]
-            + ["-" if row.latency_ms is None else f"{row.latency_ms:.2f}", _pct(row.top1), _pct(row.top5), runs]
+            + ["-" if row.latency_ms is None else f"{row.latency_ms:.2f}", *throughput]
+            + [_pct(row.top1), _pct(row.top5), runs]
             + [",".join("-" if s is None else str(s) for s in row.seeds) or "-", SOURCE_LABELS[row.source]]
             + ([row.distinct or "-"] if with_settings else [])
         )
@@ -94,15 +98,17 @@ def write_csvs(comparison: Comparison, out: Path) -> list[Path]:
     with rows_path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
-            ["dataset", "model", "family", "alpha", "width_mult", "epochs", "params", "macs", "latency_ms", "top1_mean"]
-            + ["top1_std", "top5_mean", "top5_std", "n", "seeds", "source", "without_metric", "runs", "settings"]
+            ["dataset", "model", "family", "alpha", "width_mult", "epochs", "params", "macs", "latency_ms"]
+            + ["train_img_s", "top1_mean", "top1_std", "top5_mean", "top5_std", "n", "seeds", "source"]
+            + ["without_metric", "runs", "settings"]
         )
         for row in comparison.rows:
             run = row.first
             (m1, s1), (m5, s5) = mean_std(row.top1), mean_std(row.top5)
             w.writerow(
                 [run.dataset, run.model, run.family, run.alpha, run.width_mult or 1, run.epochs, run.params, run.macs]
-                + [_round(row.latency_ms), _round(m1, 100), _round(s1, 100), _round(m5, 100), _round(s5, 100)]
+                + [_round(row.latency_ms), _round(row.train_img_s)]
+                + [_round(m1, 100), _round(s1, 100), _round(m5, 100), _round(s5, 100)]
                 + [len(row.runs), " ".join("-" if s is None else str(s) for s in row.seeds), row.source]
                 + [len(row.missing), " ".join(r.id for r in row.runs), row.distinct]
             )

@@ -10,12 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO_ROOT, write_cifar_pickles
 from helpers import read_wandb_records
 
+import octzoo.runs.timing as timing
+from octzoo.bench.measure import train_step_fn
 from octzoo.cli import main as octzoo_main
-from octzoo.runs import read_local_run
-from octzoo.runs.aggregate import _latency_spec
+from octzoo.runs import read_local_run, read_wandb_runs
+from octzoo.runs.timing import _latency_spec, _throughput_spec, train_setup
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -203,6 +206,56 @@ def test_best_metric_takes_top5_at_the_best_epoch(trained, tmp_path, capsys):
     assert "val, best epoch" in capsys.readouterr().out
 
 
+def test_throughput_is_measured_as_each_run_trained(trained, tmp_path, monkeypatch, capsys):
+    """--throughput times one SGD step per network with the batch, precision and memory format its runs trained
+    with (the trained run: batch 8, bf16-mixed, channels_last); a run of another batch or precision is timed as
+    such, and a thinner network as itself; the numbers reach the table, compare.csv and their own plot."""
+    run, summary = trained
+    runs = tmp_path / "runs"
+    base = copy_run(run, runs / "base")
+    data = ("config", "data", "init_args")
+    fp32 = copy_run(
+        run,
+        runs / "fp32",
+        {("config", "trainer", "precision"): "32-true", ("config", "model", "channels_last"): False}
+        | {(*data, "batch_size"): 4, ("alpha",): 0.5, ("config", "model", "model_kwargs", "alpha"): 0.5},
+    )
+    thin = copy_run(run, runs / "thin", {("config", "model", "model_kwargs", "width_mult"): 0.5})
+    assert summary["config"]["trainer"]["precision"] == "bf16-mixed"
+    assert train_setup(read_local_run(base)) == (8, 32, True, True)
+    assert train_setup(read_local_run(fp32)) == (4, 32, False, False)
+    assert _throughput_spec(read_local_run(thin)) != _throughput_spec(read_local_run(base))
+
+    steps = []
+
+    def recording(model, batch, side, dtype, channels_last):
+        stem = next(p for p in model.parameters() if p.dim() == 4)  # the first convolution's weight
+        in_memory = stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous()
+        steps.append((stem.shape[0], batch, side, dtype, channels_last, in_memory))
+        return train_step_fn(model, batch, side, dtype=dtype, channels_last=channels_last)
+
+    monkeypatch.setattr(timing, "train_step_fn", recording)
+    threads = torch.get_num_threads()
+    assert compare(str(runs), "--throughput", "--out", str(tmp_path / "out")) == 0
+    out = capsys.readouterr().out
+    assert torch.get_num_threads() == threads
+    assert sorted(steps, key=str) == sorted(
+        [(16, 8, 32, torch.bfloat16, True, True), (16, 4, 32, torch.float32, False, False)]
+        + [(8, 8, 32, torch.bfloat16, True, True)],  # width 0.5: a stem of 8 channels
+        key=str,
+    )
+    rows = {r["runs"]: r for r in read_csv(tmp_path / "out/compare.csv")}
+    assert set(rows) == {str(base), str(fp32), str(thin)}
+    assert all(float(r["train_img_s"]) > 0 for r in rows.values())
+    assert "| CPU latency (ms) | train img/s | top-1 (%) |" in out
+    assert (tmp_path / "out/top1_vs_throughput.png").read_bytes()[:8] == PNG
+
+    # without --throughput: no column, an empty CSV cell, no plot
+    assert compare(str(base), "--out", str(tmp_path / "plain"), "--no-plots") == 0
+    assert "train img/s" not in capsys.readouterr().out
+    assert read_csv(tmp_path / "plain/compare.csv")[0]["train_img_s"] == ""
+
+
 class FakeWandbRun:
     """A run as wandb.Api returns it, filled from the run's offline W&B log (what `wandb sync` uploads)."""
 
@@ -284,6 +337,8 @@ def test_wandb_project_gives_the_same_row_as_the_run_folder(trained, tmp_path, m
     [local] = read_csv(tmp_path / "local/compare.csv")
     assert remote.pop("runs") == f"team/octzoo/{fake.id}" and local.pop("runs") == str(run)
     assert remote == local
+    [[remote_run], _] = read_wandb_runs("team/octzoo")
+    assert remote_run.precision == read_local_run(run).precision == "bf16-mixed"
     assert (tmp_path / "wandb/curves.png").read_bytes()[:8] == PNG
     capsys.readouterr()
 
