@@ -132,6 +132,12 @@ def resolve_weights(
             raise _no_default_weight(arch, entry.default_alpha)
     elif pretrained and pretrained is not True:
         source = pretrained
+        if source == "torchvision" and weight is not None:
+            raise ValueError(
+                f"{name!r} names octzoo's published weight {weight.name} and pretrained='torchvision' names "
+                f"torchvision's: pass one of them ({arch!r} with pretrained='torchvision', or {name!r} with "
+                "pretrained=True)"
+            )
     if weight is not None:
         for key, value in weight.model_kwargs.items():
             given = alpha if key == "alpha" else (kwargs or {}).get(key)
@@ -139,8 +145,8 @@ def resolve_weights(
                 raise ValueError(f"{key}={given} contradicts {weight.name}, which has {key}={value}")
     if source == "torchvision" and entry.is_octave:
         raise ValueError(f"torchvision has no weights for the octave model {arch}; use {arch.removeprefix('oct_')}")
-    # a published weight named by the tag or by pretrained is what loads, whatever else pretrained names
-    load = (weight if weight is not None else source) if pretrained else None
+    # a file loads into the architecture and preprocessing of the name's tag (timm's pretrained_cfg_overlay file)
+    load = (source if source is not None else weight) if pretrained else None
     return WeightSource(arch, weight, load)
 
 
@@ -195,7 +201,9 @@ def create_model(
     ImageNet weights, plain ResNets and mobilenet_v2); or the path of a weights file (octzoo's safetensors, a
     torchvision state dict or an octzoo training checkpoint). Published files are checked against their sha256.
     A ``num_classes`` or ``in_chans`` other than the weights' gets a fresh head or an adapted stem (logged).
-    ``resolve_weights`` says which weights these arguments select.
+    A file with a tagged ``name`` loads into the tag's architecture, head and preprocessing (as timm's
+    ``pretrained_cfg_overlay=dict(file=...)``); ``pretrained_cfg`` then names the file and drops the published
+    file's checksum and metrics. ``resolve_weights`` says which weights these arguments select.
 
     ``features_only=True`` returns timm's feature wrapper: one plain map per level of ``out_indices`` (timm's
     convention; octave stages merged), with a ``FeatureInfo`` (``.channels()``, ``.reduction()``).
@@ -211,6 +219,9 @@ def create_model(
     cfg = dict(model.pretrained_cfg, architecture=source.arch)
     if weight is not None:
         cfg.update(weight.pretrained_cfg())  # num_classes: the weights' (timm's meaning), not the new head's
+        if source.kind == "file":  # the tag's architecture and preprocessing, another file's numbers
+            cfg.update(file=str(source.load))
+            cfg.pop("sha256"), cfg.pop("metrics")
     model.pretrained_cfg = model.default_cfg = cfg  # default_cfg: timm's older name
     _load(model, source)
     if features_only:

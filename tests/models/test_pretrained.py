@@ -89,6 +89,21 @@ def test_tags_select_weights_and_their_alpha(registry):
     assert fresh.alpha == 0.5 and not torch.equal(fresh.fc.weight, by_name.fc.weight)
 
 
+def test_a_file_loads_into_the_architecture_of_the_names_tag(registry, tmp_path):
+    """A tagged name with a weights file: the tag's architecture and preprocessing, the file's weights (timm's
+    pretrained_cfg_overlay file); the cfg names the file, not the published one's checksum and metrics."""
+    own = octzoo.create_model("oct_resnet20", alpha=0.5)  # weights of the same architecture, not the published
+    path = tmp_path / "own.pt"
+    torch.save(own.state_dict(), path)
+    loaded = octzoo.create_model("oct_resnet20.a500_t", pretrained=path)
+    assert loaded.alpha == 0.5
+    _same(loaded, own, X)
+    published = registry["oct_resnet20.a500_t"].pretrained_cfg
+    assert (loaded.pretrained_cfg["file"], loaded.pretrained_cfg["tag"]) == (str(path), "a500_t")
+    assert loaded.pretrained_cfg["mean"] == published["mean"]
+    assert "sha256" not in loaded.pretrained_cfg and "metrics" not in loaded.pretrained_cfg
+
+
 def test_the_first_listed_weight_at_the_default_alpha_is_the_default(registry):
     """Two weights at the default alpha: pretrained=True loads the one listed first in the file, whatever the
     names' sort order (timm's first-tag rule)."""
@@ -147,6 +162,10 @@ def test_the_resolver_names_each_kind_of_source(registry):
     for path in ("weights/w.pt", "w.safetensors", Path("w.bin")):
         source = resolve_weights("resnet20", path)
         assert source == WeightSource("resnet20", None, path) and source.kind == "file"
+    # a file with a tagged name: the tag's weight gives the architecture, the file the weights
+    assert resolve_weights("oct_resnet20.a500_t", "w.safetensors") == WeightSource(
+        "oct_resnet20", a500, "w.safetensors"
+    )
 
 
 def _only(weights):
@@ -195,6 +214,13 @@ def _only(weights):
             "oct_resnet20.a500_t)",
         ),
         ("mobilenetv2", False, None, "unknown model 'mobilenetv2'; did you mean 'mobilenet_v2'"),
+        (
+            "oct_resnet20.a500_t",
+            "torchvision",
+            None,
+            "'oct_resnet20.a500_t' names octzoo's published weight oct_resnet20.a500_t and pretrained='torchvision' "
+            "names torchvision's: pass one of them",
+        ),
     ],
 )
 def test_the_resolver_refuses_with_todays_messages(registry, name, pretrained, alpha, message):
