@@ -187,6 +187,7 @@ def create_model(
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
     feature_cls: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
     **kwargs,
 ) -> nn.Module:
     """Build a registered model, optionally with weights.
@@ -203,7 +204,8 @@ def create_model(
     A ``num_classes`` or ``in_chans`` other than the weights' gets a fresh head or an adapted stem (logged).
     A file with a tagged ``name`` loads into the tag's architecture, head and preprocessing (as timm's
     ``pretrained_cfg_overlay=dict(file=...)``); ``pretrained_cfg`` then names the file and drops the published
-    file's checksum and metrics. ``resolve_weights`` says which weights these arguments select.
+    file's checksum and metrics. ``resolve_weights`` says which weights these arguments select. ``cache_dir``: where
+    published weights not in the package are downloaded (default: ``$OCTZOO_CACHE_DIR`` or the user cache).
 
     ``features_only=True`` returns timm's feature wrapper: one plain map per level of ``out_indices`` (timm's
     convention; octave stages merged), with a ``FeatureInfo`` (``.channels()``, ``.reduction()``).
@@ -223,18 +225,18 @@ def create_model(
             cfg.update(file=str(source.load))
             cfg.pop("sha256"), cfg.pop("metrics")
     model.pretrained_cfg = model.default_cfg = cfg  # default_cfg: timm's older name
-    _load(model, source)
+    _load(model, source, cache_dir)
     if features_only:
         return _features_model(model, out_indices, feature_cls)
     return model
 
 
-def _load(model: nn.Module, source: WeightSource) -> None:
+def _load(model: nn.Module, source: WeightSource, cache_dir: str | os.PathLike | None = None) -> None:
     """Load what ``source`` names into ``model`` (nothing for a fresh model); torchvision's go into its cfg."""
     from ._weights import load_weights
 
     if source.kind == "published":
-        load_weights(model, weight_file(source.load))
+        load_weights(model, weight_file(source.load, cache_dir))
     elif source.kind == "torchvision":
         state, tv_weights = torchvision_state_dict(source.arch)
         load_weights(model, state)

@@ -10,15 +10,32 @@ from ._registry import create_model, list_models, model_entry
 
 # timm looks up ``default_cfgs`` in the entry point's module to fill ``pretrained_cfg``.
 default_cfgs: dict[str, dict] = {}
+# pretrained_cfg keys that point timm at weights elsewhere; octzoo takes a local file instead.
+_REMOTE_SOURCES = ("url", "hf_hub_id", "hf_hub_filename")
 __all__: list[str] = []
 
 
 def _entrypoint(name: str):
-    def fn(pretrained=False, pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None, **kwargs):
-        # timm passes the tag of "arch.tag" in pretrained_cfg; octzoo finds and checks the weights itself
-        kwargs.pop("device", None)
-        tag = pretrained_cfg.get("tag") if isinstance(pretrained_cfg, dict) else getattr(pretrained_cfg, "tag", None)
-        return create_model(f"{name}.{tag}" if tag else name, pretrained=pretrained, **kwargs)
+    def fn(pretrained=False, pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None, device=None, **kwargs):
+        # timm passes the tag of "arch.tag" as pretrained_cfg (a str; a dict or PretrainedCfg when a caller passes
+        # its own); octzoo finds and checks the weights itself
+        if isinstance(pretrained_cfg, str) or pretrained_cfg is None:
+            tag = pretrained_cfg
+        else:
+            tag = (
+                pretrained_cfg.get("tag") if isinstance(pretrained_cfg, dict) else getattr(pretrained_cfg, "tag", None)
+            )
+        overlay = dict(pretrained_cfg_overlay or {})
+        if remote := sorted(k for k in _REMOTE_SOURCES if overlay.get(k)):
+            raise ValueError(
+                f"pretrained_cfg_overlay {remote}: octzoo's published weights come from its own registry; to load "
+                "other weights, pass pretrained_cfg_overlay=dict(file='path/to/weights') or checkpoint_path"
+            )
+        if pretrained and overlay.get("file"):
+            pretrained = overlay["file"]  # the tag's architecture and preprocessing, the file's weights
+        model = create_model(f"{name}.{tag}" if tag else name, pretrained=pretrained, cache_dir=cache_dir, **kwargs)
+        model.pretrained_cfg.update(overlay)  # timm's overlay: its keys replace the cfg's
+        return model if device is None else model.to(device)
 
     fn.__name__ = fn.__qualname__ = name
     fn.__module__ = __name__

@@ -279,6 +279,9 @@ def test_a_file_not_in_the_package_is_downloaded_to_the_cache_and_checked(regist
     net = octzoo.create_model("oct_resnet20.a500_t", pretrained=True)
     _same(net, registry["oct_resnet20.a500_t"], X)
     assert (tmp_path / "cache" / "weights" / weight.file["name"]).is_file()
+    elsewhere = tmp_path / "elsewhere"  # cache_dir (timm's argument too) over the environment's cache
+    _same(octzoo.create_model("oct_resnet20.a500_t", pretrained=True, cache_dir=elsewhere), net, X)
+    assert (elsewhere / "weights" / weight.file["name"]).is_file()
     served.write_bytes(b"not the weights")  # a wrong download is refused before it reaches the cache
     (tmp_path / "cache" / "weights" / weight.file["name"]).unlink()
     with pytest.raises(RuntimeError, match="could not download"):
