@@ -62,6 +62,7 @@ class Run:
     settings: tuple[tuple[str, str], ...] = ()  # from training_settings()
     width_mult: float | None = None  # model_kwargs.width_mult other than 1
     precision: str | None = None  # trainer.precision (32-true, bf16-mixed, ...)
+    process: tuple[str, int] | None = None  # (host, pid) that last trained a run folder
     load_curves: Callable[[], Curves] | None = field(default=None, repr=False, compare=False)
     _curves: Curves | None = field(default=None, repr=False, compare=False)
 
@@ -169,6 +170,7 @@ def read_local_run(run_dir: str | os.PathLike) -> Run:
         settings=training_settings(s.config),
         width_mult=model_width(s.config.get("model")),
         precision=trainer_precision(s.config),
+        process=s.process,
         load_curves=lambda: read_metrics_csv(run_dir / "metrics.csv"),
     )
 

@@ -12,7 +12,8 @@ of the configs the command names, e.g. ``runs/cifar10_60ep``) decide what to do,
 and epoch budget (``trainer.max_epochs``) from their ``summary.json``:
 
 - a finished run: skip the point;
-- a run marked running and updated within ``--stale-after`` minutes: skip it (it is training elsewhere);
+- a run marked running and updated within ``--stale-after`` minutes: skip it (it is training elsewhere), unless
+  its summary names a process on this host that is no longer alive (killed with its session: resume it);
 - otherwise an unfinished run with ``checkpoints/last.ckpt``: resume the newest such checkpoint
   (``--ckpt_path``; the run continues in its own folder and W&B run);
 - otherwise: start a new run.
@@ -28,6 +29,7 @@ import itertools
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -200,7 +202,7 @@ def decide(point: Point, runs: Sequence[Any], now: datetime | None = None, stale
         return Decision("skip", f"finished in {finished[-1].id}")
     for r in mine:
         age = _age_s(r.updated, now)
-        if r.status == "running" and age is not None and age < stale_after_s:
+        if r.status == "running" and age is not None and age < stale_after_s and not _process_gone(r.process):
             return Decision(
                 "skip",
                 f"running in {r.id} (updated {age / 60:.0f} min ago); it is resumed once its summary is older "
@@ -210,10 +212,28 @@ def decide(point: Point, runs: Sequence[Any], now: datetime | None = None, stale
     checkpoints = [(c, r) for c, r in checkpoints if c.is_file()]
     if checkpoints:
         ckpt, run = max(checkpoints, key=lambda cr: cr[0].stat().st_mtime)
-        return Decision("resume", f"{run.status} at epoch {run.epochs_done} of {point.epochs} in {run.id}", ckpt)
+        why = f"{run.status} at epoch {run.epochs_done} of {point.epochs} in {run.id}"
+        if run.status == "running":
+            why += f"; its process ({run.process[1]}) has ended" if _process_gone(run.process) else "; stale"
+        return Decision("resume", why, ckpt)
     if mine:
         return Decision("start", f"{len(mine)} unfinished run(s) without a checkpoint: {', '.join(r.id for r in mine)}")
     return Decision("start", "no run yet")
+
+
+def _process_gone(process: tuple[str, int] | None) -> bool:
+    """True when ``(host, pid)`` is a process of this host that no longer exists. A process elsewhere, or a pid
+    that is alive (perhaps reused by another program), counts as still training: the run then waits for
+    ``--stale-after``, never trained twice at once."""
+    if process is None or process[0] != socket.gethostname():
+        return False
+    try:
+        os.kill(process[1], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _age_s(iso: str, now: datetime) -> float | None:

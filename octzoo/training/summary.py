@@ -15,12 +15,15 @@ Schema (version 1), written atomically at the start of a run, after every valida
 - ``versions``: octzoo, torch, lightning; ``started_at``, ``updated_at`` (ISO 8601, UTC)
 - ``commit``: the git commit of the working directory when the run first started (``+dirty`` when tracked
   files differed from it), or null outside a git checkout
+- ``process``: ``{"host": ..., "pid": ...}`` of the process that last trained it, so that a run left ``running``
+  by a killed process on this host is known to be dead (``octzoo sweep`` resumes it at once)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -130,6 +133,13 @@ class Summary:
     def wandb(self) -> dict[str, Any] | None:
         return self.raw.get("wandb") or None
 
+    @property
+    def process(self) -> tuple[str, int] | None:
+        """(host, pid) of the process that last trained the run; None in summaries written before it was kept."""
+        p = self.raw.get("process") or {}
+        host, pid = p.get("host"), _int(p.get("pid"))
+        return (str(host), pid) if host and pid is not None else None
+
 
 def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -197,6 +207,7 @@ class RunSummary(Callback):
                 "num_classes": getattr(dm, "num_classes", None),
             },
             versions={"octzoo": _version(), "torch": torch.__version__, "lightning": L.__version__},
+            process={"host": socket.gethostname(), "pid": os.getpid()},
             **info,
         )
         if "commit" not in self.data:  # where the run started; a resumed run keeps it

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -15,7 +16,7 @@ from conftest import REPO_ROOT, write_cifar_pickles
 
 import octzoo
 from octzoo.cli import main as octzoo_main
-from octzoo.runs import read_local_runs
+from octzoo.runs import read_local_run, read_local_runs
 from octzoo.runs.sweep import SweepError, decide, expand, load_sweep
 
 SWEEP = "configs/sweeps/cifar10_alpha.yml"
@@ -144,8 +145,9 @@ def test_the_reading_of_a_point_matches_lightningcli(tmp_path, monkeypatch):
 
 
 def fake_run(
-    runs: Path, name: str, *, model, alpha, seed, status, max_epochs=60, updated=None, ckpt_mtime=None, width=None
-):
+    runs: Path, name: str, *, model, alpha, seed, status, max_epochs=60, updated=None, ckpt_mtime=None, width=None,
+    process=None,
+):  # fmt: skip
     """A run folder as octzoo fit leaves it: summary.json (only the fields the decisions read), maybe last.ckpt."""
     run = runs / name
     run.mkdir(parents=True)
@@ -166,6 +168,8 @@ def fake_run(
         "metrics": {"final": {}, "best": {}, "test": {}},
         "updated_at": (updated or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
     }
+    if process is not None:
+        summary["process"] = {"host": process[0], "pid": process[1]}
     (run / "summary.json").write_text(json.dumps(summary))
     if ckpt_mtime is not None:
         (run / "checkpoints").mkdir()
@@ -223,6 +227,29 @@ def test_skip_resume_and_start_decisions(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in runs.glob("*/*")) == ["version_0"] * 5 + ["version_1"]  # nothing new
 
 
+def test_a_running_run_whose_process_has_ended_on_this_host_is_resumed_at_once(tmp_path, monkeypatch):
+    """A session that ends kills its trainings without a word: their summaries still say running, fresh. The
+    process they name is gone from this host, so the point resumes without waiting for --stale-after; a live
+    process, or one on another host, keeps the point skipped."""
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    host = socket.gethostname()
+    runs = tmp_path / "runs"
+    cases = {"oct_resnet20_a0.125": (host, ended.pid), "oct_resnet20_a0.25": (host, os.getpid())}
+    cases |= {"oct_resnet20_a0.5": ("another-host", ended.pid), "oct_resnet20_a0.75": None}
+    for folder, process in cases.items():
+        alpha = float(folder.rsplit("_a", 1)[1])
+        kw = dict(model="oct_resnet20", alpha=alpha, seed=0, status="running", ckpt_mtime=1_000_000)
+        fake_run(runs, f"{folder}/version_0", process=process, **kw)
+    monkeypatch.chdir(REPO_ROOT)
+    points = {p.name: p for p in expand(load_sweep(SWEEP), {"OCTZOO_DATA": "d"}, runs_dir=str(runs))}
+    found = read_local_runs([runs])[0]
+    decisions = {f: decide(points[f"{f}_s0"], found, stale_after_s=3600) for f in cases}
+    resumed = decisions.pop("oct_resnet20_a0.125")
+    assert resumed.action == "resume" and f"its process ({ended.pid}) has ended" in resumed.reason
+    assert {f: d.action for f, d in decisions.items()} == dict.fromkeys(decisions, "skip")
+
+
 def test_a_point_runs_through_the_runner_and_is_then_skipped(swept, monkeypatch, capsys):
     root, data, stdout = swept
     assert "[1/1] resnet20_a0_s1: start (no run yet)" in stdout
@@ -232,6 +259,9 @@ def test_a_point_runs_through_the_runner_and_is_then_skipped(swept, monkeypatch,
     assert summary["epochs"] == 1 and summary["config"]["trainer"]["max_epochs"] == 1
     assert summary["data"]["data_dir"] == str(data) and summary["config"]["trainer"]["precision"] == "bf16-mixed"
     assert (run / "checkpoints/last.ckpt").is_file()
+    # the summary names the training process, which has ended with the point
+    assert summary["process"]["host"] == socket.gethostname() and summary["process"]["pid"] != os.getpid()
+    assert read_local_run(run).process == (socket.gethostname(), summary["process"]["pid"])
 
     monkeypatch.chdir(root)
     assert (
