@@ -23,7 +23,6 @@ __all__ = [
     "read_local_run",
     "read_local_runs",
     "read_metrics_csv",
-    "trainer_precision",
     "training_settings",
 ]
 
@@ -61,7 +60,6 @@ class Run:
     tags: tuple[str, ...] = ()
     settings: tuple[tuple[str, str], ...] = ()  # from training_settings()
     width_mult: float | None = None  # model_kwargs.width_mult other than 1
-    precision: str | None = None  # trainer.precision (32-true, bf16-mixed, ...)
     process: tuple[str, int] | None = None  # (host, pid) that last trained a run folder
     load_curves: Callable[[], Curves] | None = field(default=None, repr=False, compare=False)
     _curves: Curves | None = field(default=None, repr=False, compare=False)
@@ -169,16 +167,9 @@ def read_local_run(run_dir: str | os.PathLike) -> Run:
         tags=tuple(wandb_logger.get("tags") or ()),
         settings=training_settings(s.config),
         width_mult=model_width(s.config.get("model")),
-        precision=trainer_precision(s.config),
         process=s.process,
         load_curves=lambda: read_metrics_csv(run_dir / "metrics.csv"),
     )
-
-
-def trainer_precision(config: dict[str, Any]) -> str | None:
-    """A resolved config's ``trainer.precision`` as Lightning spells it (``bf16-mixed``), None where unset."""
-    precision = (config.get("trainer") or {}).get("precision")
-    return None if precision is None else str(precision)
 
 
 # Arguments that name where data, loaders and seeds come from, or the model itself (in Run.key already): what
@@ -191,7 +182,8 @@ _NOT_SETTINGS = frozenset(
 
 
 def training_settings(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """The model's and data's arguments of a resolved config as sorted ``(dotted name, JSON value)`` pairs.
+    """The model's and data's arguments and the trainer's precision of a resolved config as sorted ``(dotted name,
+    JSON value)`` pairs.
 
     Unset (None) arguments are left out, so a record written before an argument existed matches one that
     leaves it at None."""
@@ -208,6 +200,7 @@ def training_settings(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
     walk("model", config.get("model"))
     walk("data", data)
+    walk("trainer.precision", (config.get("trainer") or {}).get("precision"))
     return tuple(sorted(out.items()))
 
 

@@ -4,6 +4,7 @@ the machine was doing while the runs trained."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from .. import create_model
 from ..bench.measure import clock, interleaved_latency, interleaved_medians, train_step_fn
+from ..training.bf16 import BF16Emulation, cpu_has_fast_bf16
 from .aggregate import Row
 from .records import Run
 
@@ -67,11 +69,11 @@ def measure_latency(rows: list[Row], repeats: int = 20, warmup: int = 2) -> list
 
 def train_setup(run: Run) -> tuple[int, int, bool, bool]:
     """How a run trained, as far as the cost of a step goes: (batch, input side, bfloat16 autocast,
-    channels_last), from its recorded settings and precision; octzoo bench's batch where none is recorded."""
+    channels_last), from its recorded settings; octzoo bench's batch where none is recorded."""
     settings = dict(run.settings)
     side = run.input_size[-1] if run.input_size else 32
     batch = json.loads(settings.get("data.batch_size", "null")) or _DEFAULT_BATCH[side <= 64]
-    bf16 = (run.precision or "").startswith("bf16")
+    bf16 = str(json.loads(settings.get("trainer.precision", "null"))).startswith("bf16")
     channels_last = json.loads(settings.get("model.channels_last", "false")) is True
     return int(batch), int(side), bf16, channels_last
 
@@ -80,9 +82,18 @@ def _throughput_spec(run: Run) -> tuple:
     return _latency_spec(run) + train_setup(run)
 
 
+def _emulated(step: Callable[[], object]) -> Callable[[], object]:
+    def run():
+        with BF16Emulation():
+            return step()
+
+    return run
+
+
 def measure_throughput(rows: list[Row], repeats: int = 5, warmup: int = 1) -> list[str]:
     """Training images/s of each row's network as its runs trained it (batch, bfloat16 autocast, channels_last;
-    :func:`train_setup`), as ``octzoo bench`` measures training: one SGD step per call, every network in the
+    :func:`train_setup`; bfloat16 through octzoo's float32-kernel emulation where the CPU lacks bfloat16 kernels, as
+    ``octzoo fit`` does there), as ``octzoo bench`` measures training: one SGD step per call, every network in the
     same interleaved rounds, one intra-op thread timed by the calling thread's CPU clock. Other processes on the
     machine (the trainings themselves) then slow the wall clock, not the number. Warnings back."""
     warnings: list[str] = []
@@ -91,11 +102,14 @@ def measure_throughput(rows: list[Row], repeats: int = 5, warmup: int = 1) -> li
     torch.set_num_threads(1)
     try:
         steps = []
+        emulate = not cpu_has_fast_bf16()  # as octzoo fit trains bf16-mixed on a CPU without bfloat16 kernels
         for (*_, batch, side, bf16, channels_last), net in nets.items():
             if channels_last:
                 net = net.to(memory_format=torch.channels_last)
             dtype = torch.bfloat16 if bf16 else torch.float32
-            steps.append(train_step_fn(net, batch, side, dtype=dtype, channels_last=channels_last))
+            with BF16Emulation() if bf16 and emulate else contextlib.nullcontext():  # its first, untimed step
+                step = train_step_fn(net, batch, side, dtype=dtype, channels_last=channels_last)
+            steps.append(_emulated(step) if bf16 and emulate else step)
         seconds = interleaved_medians(steps, repeats, warmup, clock("auto", 1))
     finally:
         torch.set_num_threads(threads)

@@ -17,8 +17,9 @@ from helpers import read_wandb_records
 import octzoo.runs.timing as timing
 from octzoo.bench.measure import train_step_fn
 from octzoo.cli import main as octzoo_main
-from octzoo.runs import read_local_run, read_wandb_runs
+from octzoo.runs import aggregate, read_local_run, read_wandb_runs
 from octzoo.runs.timing import _latency_spec, _throughput_spec, train_setup
+from octzoo.training.bf16 import BF16Emulation
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -256,6 +257,28 @@ def test_throughput_is_measured_as_each_run_trained(trained, tmp_path, monkeypat
     assert read_csv(tmp_path / "plain/compare.csv")[0]["train_img_s"] == ""
 
 
+def test_throughput_emulates_bf16_where_the_cpu_lacks_its_kernels(trained, tmp_path, monkeypatch):
+    """On a CPU without bfloat16 kernels octzoo fit trains bf16-mixed through BF16Emulation; --throughput times
+    the steps of a bf16 run the same way (every step, the untimed first one too), and a float32 run's without it."""
+    run, _ = trained
+    fp32 = copy_run(run, tmp_path / "fp32", {("config", "trainer", "precision"): "32-true", ("seed",): 1})
+    rows = aggregate([read_local_run(run), read_local_run(fp32)]).rows
+    assert len(rows) == 2
+
+    class Counting(BF16Emulation):
+        entered = 0
+
+        def __enter__(self):
+            Counting.entered += 1
+            return super().__enter__()
+
+    monkeypatch.setattr(timing, "BF16Emulation", Counting)
+    monkeypatch.setattr(timing, "cpu_has_fast_bf16", lambda: False)
+    assert timing.measure_throughput(rows, repeats=2, warmup=0) == []
+    assert Counting.entered == 1 + 2  # the bf16 row: its first step and two timed ones
+    assert all(row.train_img_s > 0 for row in rows)
+
+
 class FakeWandbRun:
     """A run as wandb.Api returns it, filled from the run's offline W&B log (what `wandb sync` uploads)."""
 
@@ -338,7 +361,8 @@ def test_wandb_project_gives_the_same_row_as_the_run_folder(trained, tmp_path, m
     assert remote.pop("runs") == f"team/octzoo/{fake.id}" and local.pop("runs") == str(run)
     assert remote == local
     [[remote_run], _] = read_wandb_runs("team/octzoo")
-    assert remote_run.precision == read_local_run(run).precision == "bf16-mixed"
+    precision = dict(remote_run.settings)["trainer.precision"]
+    assert precision == dict(read_local_run(run).settings)["trainer.precision"] == '"bf16-mixed"'
     assert (tmp_path / "wandb/curves.png").read_bytes()[:8] == PNG
     capsys.readouterr()
 
