@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -19,6 +21,8 @@ from ._common import DataError, check_model_classes
 from .augment import BatchAugment
 from .base import ImageDataModule
 from .sampler import ArrayDataset, EpochBatchSampler, already_batched, batch_seed
+
+_LIGHTNINGS_MID_EPOCH_WARNING = "You're resuming from a checkpoint that ended before the epoch ended"
 
 __all__ = ["CIFAR10DataModule"]
 
@@ -196,6 +200,9 @@ class CIFAR10DataModule(ImageDataModule):
         """Continue from a ``state_dict``: the next training loader skips the batches already served."""
         self._position = (int(state_dict["epoch"]), int(state_dict["batches_served"]))
         self._resume = self._position
+        # Lightning then warns that a mid-epoch resume is unreliable unless the loader itself keeps a state; here
+        # the DataModule restores the position, so the warning would say the opposite of what happens
+        warnings.filterwarnings("ignore", _LIGHTNINGS_MID_EPOCH_WARNING, PossibleUserWarning)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(data_dir={str(self.data_dir)!r}, augment={self.hparams.augment!r})"
