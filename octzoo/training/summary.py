@@ -3,8 +3,8 @@
 Schema (version 1), written atomically at the start of a run, after every validation, at the end of
 ``fit`` and after ``test``:
 
-- ``schema``: 1; ``status``: ``running`` | ``finished`` | ``interrupted`` | ``failed`` (a run killed
-  without warning stays ``running``: its ``updated_at`` tells how stale it is)
+- ``schema``: 1; ``status``: ``running`` | ``finished`` | ``interrupted`` (Ctrl+C or SIGTERM) | ``failed`` (an
+  error; a run killed without warning stays ``running``: its ``updated_at`` and ``process`` tell)
 - ``run_dir``, ``command`` (argv), ``config`` (the resolved LightningCLI config), ``seed``
 - ``model``, ``alpha``, ``params``, ``macs``, ``input_size``
 - ``data``: ``{"class": ..., "name": ..., "data_dir": ..., "num_classes": ...}``
@@ -35,6 +35,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .checkpoint_io import atomic_write
 from .loggers import CSVLogger
@@ -277,7 +278,9 @@ class RunSummary(Callback):
             self._write(trainer, self.data.get("status") if self.data.get("status") != "running" else "finished")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._write(trainer, "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
+        # Ctrl+C and SIGTERM (a scheduler's pre-emption, kill's default) stop a run; anything else fails it
+        stopped = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        self._write(trainer, "interrupted" if stopped else "failed")
 
 
 def _git_commit() -> str | None:

@@ -4,7 +4,9 @@ resume, and checkpoints that load on another machine (device and dtype)."""
 from __future__ import annotations
 
 import io
+import json
 import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from octzoo.data import CIFAR10DataModule
-from octzoo.training import AtomicCheckpointIO, ImageClassifier, LastCheckpoint, ReseedEachBatch
+from octzoo.training import AtomicCheckpointIO, ImageClassifier, LastCheckpoint, ReseedEachBatch, RunSummary
 from octzoo.training.summary import write_json_atomic
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -148,6 +150,37 @@ def _parameters(model: ImageClassifier) -> dict[str, torch.Tensor]:
 
 def _same_parameters(model: ImageClassifier, state: dict[str, torch.Tensor]) -> bool:
     return all(torch.equal(value, state[name]) for name, value in model.named_parameters())
+
+
+class SignalAt(Callback):
+    """Sends this process ``signum`` after the training step of ``step`` (Lightning's handlers take it)."""
+
+    def __init__(self, signum: int, step: int = 2) -> None:
+        self.signum, self.step = signum, step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_run_stopped_by_a_signal_is_interrupted_not_failed(tmp_path, signum):
+    """SIGTERM (a scheduler's pre-emption, kill's default) and Ctrl+C stop a run: its summary says interrupted,
+    which octzoo compare and sweep read as resumable, not as a run that broke; an error still says failed."""
+    trainer = quiet_trainer(tmp_path, epochs=2, callbacks=[RunSummary(), SignalAt(signum)])
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # Lightning ends the run with SIGTERMException / sys.exit(1)
+            trainer.fit(ImageClassifier("resnet20", scheduler="none"), OrderedData())
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning leaves Ctrl+C ignored after one
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert (written["status"], written["global_step"]) == ("interrupted", 2)
+
+    failing = quiet_trainer(tmp_path / "error", epochs=2, callbacks=[RunSummary(), PoisonAt(1)], detect_anomaly=False)
+    with pytest.raises(FloatingPointError):
+        failing.fit(ImageClassifier("resnet20", scheduler="none"), OrderedData())
+    assert json.loads((tmp_path / "error" / "summary.json").read_text())["status"] == "failed"
 
 
 def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
