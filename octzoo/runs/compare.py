@@ -6,9 +6,9 @@ Runs come from run folders (the ``summary.json`` and ``metrics.csv`` every ``oct
 - Finished runs are grouped by (data set, model, alpha, epoch budget ``trainer.max_epochs``, settings); the
   seeds of a group are its repeats, reported as mean +- sample standard deviation with the number of runs.
   The settings are the model's and data's training arguments (``model.lr``, ``model.pretrained``,
-  ``data.augment``, ...; not paths, loader options or seeds) and the trainer's precision: runs of different
-  data sets, budgets or settings never share a row, and a settings column names what sets each row apart from
-  the others.
+  ``data.augment``, ...; not paths, loader options or seeds; an argument at its default counts as unset, as in
+  a record written before it existed) and the trainer's precision: runs of different data sets, budgets or
+  settings never share a row, and a settings column names what sets each row apart from the others.
 - Two finished runs of one group with the same seed are duplicates: the newest (``updated_at`` of the run
   folder, ``created_at`` on W&B) is kept and the others are listed as dropped. Unseeded runs are never
   duplicates of each other.

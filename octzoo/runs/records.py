@@ -4,7 +4,10 @@ writes, see :mod:`octzoo.training.summary`) read as a :class:`Run`, with its cur
 from __future__ import annotations
 
 import csv
+import functools
 import glob
+import importlib
+import inspect
 import json
 import math
 import os
@@ -185,23 +188,37 @@ def training_settings(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """The model's and data's arguments and the trainer's precision of a resolved config as sorted ``(dotted name,
     JSON value)`` pairs.
 
-    Unset (None) arguments are left out, so a record written before an argument existed matches one that
-    leaves it at None."""
+    Unset (None) arguments and arguments at their class's default (``ImageClassifier``'s, the DataModule's) are
+    left out, so a record written before an argument existed matches one that leaves it at its default."""
     data = config.get("data")
+    data_class = data.get("class_path") if isinstance(data, dict) else None
     data = data.get("init_args", data) if isinstance(data, dict) else data
     out: dict[str, str] = {}
 
-    def walk(prefix: str, node: Any) -> None:
+    def walk(prefix: str, node: Any, defaults: dict[str, str]) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                walk(f"{prefix}.{key}", value)
+                if defaults.get(key) != json.dumps(value, sort_keys=True):
+                    walk(f"{prefix}.{key}", value, {})
         elif node is not None and prefix not in _NOT_SETTINGS:
             out[prefix] = json.dumps(node, sort_keys=True)
 
-    walk("model", config.get("model"))
-    walk("data", data)
-    walk("trainer.precision", (config.get("trainer") or {}).get("precision"))
+    walk("model", config.get("model"), _defaults("octzoo.training.ImageClassifier"))
+    walk("data", data, _defaults(data_class))
+    walk("trainer.precision", (config.get("trainer") or {}).get("precision"), {})
     return tuple(sorted(out.items()))
+
+
+@functools.cache
+def _defaults(class_path: str | None) -> dict[str, str]:
+    """The JSON of each argument's default in ``class_path``'s constructor; nothing where it cannot be imported."""
+    module, _, name = (class_path or "").rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        params = inspect.signature(cls.__init__).parameters.values()
+        return {p.name: json.dumps(p.default, sort_keys=True) for p in params if p.default is not p.empty}
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return {}
 
 
 def read_metrics_csv(path: Path) -> Curves:

@@ -173,12 +173,25 @@ def test_runs_of_other_settings_get_their_own_rows_and_paths_do_not(trained, tmp
     out = capsys.readouterr().out
     rows = {r["runs"]: r for r in read_csv(tmp_path / "out/compare.csv")}
     assert set(rows) == {str(base), str(cutout), str(started)}
-    assert rows[str(base)]["settings"] == "data.augment=standard model.pretrained=false"
-    assert rows[str(cutout)]["settings"] == "data.augment=cutout model.pretrained=false"
-    assert rows[str(started)]["settings"] == "data.augment=standard model.pretrained=a250_c10"
+    # arguments at their defaults (augment="standard", pretrained=False) are left out of the settings
+    assert rows[str(base)]["settings"] == ""
+    assert rows[str(cutout)]["settings"] == "data.augment=cutout"
+    assert rows[str(started)]["settings"] == "model.pretrained=a250_c10"
     assert float(rows[str(cutout)]["top1_mean"]) == 50.0
     assert f"- dropped {moved} (seed 0), kept {base}" in out
-    assert "| top-1 from | settings |" in out and "| test | data.augment=cutout model.pretrained=false |" in out
+    assert "| top-1 from | settings |" in out and "| test | data.augment=cutout |" in out
+
+    # a record written before an argument existed is the experiment of one that leaves it at its default
+    older = copy_run(run, runs / "older", {("seed",): 1})
+    summary_path = older / "summary.json"
+    older_summary = json.loads(summary_path.read_text())
+    assert older_summary["config"]["model"].pop("compile") is False
+    summary_path.write_text(json.dumps(older_summary))
+    assert read_local_run(older).settings == read_local_run(base).settings
+    assert compare(str(base), str(older), "--out", str(tmp_path / "older"), "--no-plots") == 0
+    [row] = read_csv(tmp_path / "older/compare.csv")
+    assert (row["n"], row["seeds"]) == ("2", "0 1")
+    capsys.readouterr()
 
     # a thinner network is another row, labelled and timed with its width, not another setting
     thin = copy_run(run, runs / "thin", {("config", "model", "model_kwargs", "width_mult"): 0.5})
