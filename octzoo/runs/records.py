@@ -22,6 +22,8 @@ from ..training.summary import read_summary
 __all__ = [
     "Curves",
     "Run",
+    "batch_size",
+    "class_defaults",
     "find_run_dirs",
     "read_local_run",
     "read_local_runs",
@@ -63,6 +65,7 @@ class Run:
     tags: tuple[str, ...] = ()
     settings: tuple[tuple[str, str], ...] = ()  # from training_settings()
     width_mult: float | None = None  # model_kwargs.width_mult other than 1
+    batch_size: int | None = None  # data.batch_size, also where it is the DataModule's default
     process: tuple[str, int] | None = None  # (host, pid) that last trained a run folder
     load_curves: Callable[[], Curves] | None = field(default=None, repr=False, compare=False)
     _curves: Curves | None = field(default=None, repr=False, compare=False)
@@ -170,6 +173,7 @@ def read_local_run(run_dir: str | os.PathLike) -> Run:
         tags=tuple(wandb_logger.get("tags") or ()),
         settings=training_settings(s.config),
         width_mult=model_width(s.config.get("model")),
+        batch_size=batch_size(s.config),
         process=s.process,
         load_curves=lambda: read_metrics_csv(run_dir / "metrics.csv"),
     )
@@ -203,14 +207,23 @@ def training_settings(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         elif node is not None and prefix not in _NOT_SETTINGS:
             out[prefix] = json.dumps(node, sort_keys=True)
 
-    walk("model", config.get("model"), _defaults("octzoo.training.ImageClassifier"))
-    walk("data", data, _defaults(data_class))
+    walk("model", config.get("model"), class_defaults("octzoo.training.ImageClassifier"))
+    walk("data", data, class_defaults(data_class))
     walk("trainer.precision", (config.get("trainer") or {}).get("precision"), {})
     return tuple(sorted(out.items()))
 
 
+def batch_size(config: dict[str, Any]) -> int | None:
+    """A resolved config's ``data.batch_size``, or its DataModule's default where the config leaves it out."""
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    value = (data.get("init_args") or data).get("batch_size")
+    if value is None:
+        value = json.loads(class_defaults(data.get("class_path")).get("batch_size", "null"))
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 @functools.cache
-def _defaults(class_path: str | None) -> dict[str, str]:
+def class_defaults(class_path: str | None) -> dict[str, str]:
     """The JSON of each argument's default in ``class_path``'s constructor; nothing where it cannot be imported."""
     module, _, name = (class_path or "").rpartition(".")
     try:

@@ -15,7 +15,7 @@ from .. import create_model
 from ..bench.measure import clock, interleaved_latency, interleaved_medians, train_step_fn
 from ..training.bf16 import BF16Emulation, cpu_has_fast_bf16
 from .aggregate import Row
-from .records import Run
+from .records import Run, class_defaults
 
 __all__ = ["measure_latency", "measure_throughput", "train_setup"]
 
@@ -69,12 +69,14 @@ def measure_latency(rows: list[Row], repeats: int = 20, warmup: int = 2) -> list
 
 def train_setup(run: Run) -> tuple[int, int, bool, bool]:
     """How a run trained, as far as the cost of a step goes: (batch, input side, bfloat16 autocast,
-    channels_last), from its recorded settings; octzoo bench's batch where none is recorded."""
+    channels_last), from its record (settings leave out arguments at their defaults: those come from the class);
+    octzoo bench's batch where none is recorded."""
     settings = dict(run.settings)
     side = run.input_size[-1] if run.input_size else 32
-    batch = json.loads(settings.get("data.batch_size", "null")) or _DEFAULT_BATCH[side <= 64]
+    batch = run.batch_size or _DEFAULT_BATCH[side <= 64]
     bf16 = str(json.loads(settings.get("trainer.precision", "null"))).startswith("bf16")
-    channels_last = json.loads(settings.get("model.channels_last", "false")) is True
+    default = class_defaults("octzoo.training.ImageClassifier").get("channels_last", "false")
+    channels_last = json.loads(settings.get("model.channels_last", default)) is True
     return int(batch), int(side), bf16, channels_last
 
 

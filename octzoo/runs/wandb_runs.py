@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..training.configs import model_width
-from .records import Curves, Run, training_settings
+from .records import Curves, Run, batch_size, training_settings
 
 __all__ = ["read_wandb_runs", "read_wandb_runs_explained"]
 
@@ -69,6 +69,7 @@ def _wandb_run(path: str, r: Any) -> Run | None:
         tags=tuple(r.tags or ()),
         settings=training_settings(resolved),
         width_mult=model_width(resolved.get("model") or {"model_kwargs": config.get("model_kwargs")}),
+        batch_size=batch_size(resolved),
         load_curves=lambda: _wandb_curves(r),
     )
 

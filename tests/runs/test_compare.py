@@ -1,6 +1,7 @@
 """``octzoo compare`` on a run the suite trains for two steps, from its folder and from its W&B record."""
 
 import csv
+import inspect
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from helpers import read_wandb_records
 import octzoo.runs.timing as timing
 from octzoo.bench.measure import train_step_fn
 from octzoo.cli import main as octzoo_main
+from octzoo.data import CIFAR10DataModule
 from octzoo.runs import aggregate, read_local_run, read_wandb_runs
 from octzoo.runs.timing import _latency_spec, _throughput_spec, train_setup
 from octzoo.training.bf16 import BF16Emulation
@@ -237,6 +239,12 @@ def test_throughput_is_measured_as_each_run_trained(trained, tmp_path, monkeypat
     thin = copy_run(run, runs / "thin", {("config", "model", "model_kwargs", "width_mult"): 0.5})
     assert summary["config"]["trainer"]["precision"] == "bf16-mixed"
     assert train_setup(read_local_run(base)) == (8, 32, True, True)
+    unset = copy_run(run, runs.parent / "unset")  # a config without the batch: the DataModule's default
+    record = json.loads((unset / "summary.json").read_text())
+    del record["config"]["data"]["init_args"]["batch_size"]
+    (unset / "summary.json").write_text(json.dumps(record))
+    default = inspect.signature(CIFAR10DataModule).parameters["batch_size"].default
+    assert read_local_run(unset).batch_size == default and train_setup(read_local_run(unset))[0] == default
     assert train_setup(read_local_run(fp32)) == (4, 32, False, False)
     assert _throughput_spec(read_local_run(thin)) != _throughput_spec(read_local_run(base))
 
@@ -374,6 +382,7 @@ def test_wandb_project_gives_the_same_row_as_the_run_folder(trained, tmp_path, m
     assert remote.pop("runs") == f"team/octzoo/{fake.id}" and local.pop("runs") == str(run)
     assert remote == local
     [[remote_run], _] = read_wandb_runs("team/octzoo")
+    assert remote_run.batch_size == read_local_run(run).batch_size == 8
     precision = dict(remote_run.settings)["trainer.precision"]
     assert precision == dict(read_local_run(run).settings)["trainer.precision"] == '"bf16-mixed"'
     assert (tmp_path / "wandb/curves.png").read_bytes()[:8] == PNG
