@@ -19,12 +19,10 @@ def _entrypoint(name: str):
     def fn(pretrained=False, pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None, device=None, **kwargs):
         # timm passes the tag of "arch.tag" as pretrained_cfg (a str; a dict or PretrainedCfg when a caller passes
         # its own); octzoo finds and checks the weights itself
-        if isinstance(pretrained_cfg, str) or pretrained_cfg is None:
-            tag = pretrained_cfg
+        if isinstance(pretrained_cfg, dict):
+            tag = pretrained_cfg.get("tag")
         else:
-            tag = (
-                pretrained_cfg.get("tag") if isinstance(pretrained_cfg, dict) else getattr(pretrained_cfg, "tag", None)
-            )
+            tag = pretrained_cfg if isinstance(pretrained_cfg, str) else getattr(pretrained_cfg, "tag", None)
         overlay = dict(pretrained_cfg_overlay or {})
         if remote := sorted(k for k in _REMOTE_SOURCES if overlay.get(k)):
             raise ValueError(

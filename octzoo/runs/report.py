@@ -57,10 +57,10 @@ def format_report(comparison: Comparison) -> str:
 
 
 def _rows_table(rows: list[Row]) -> str:
-    header = ["data", "model", "alpha", "epochs", "params", "MACs", "CPU latency (ms)", "top-1 (%)", "top-5 (%)"]
     with_throughput = any(row.train_img_s is not None for row in rows)  # measured by --throughput
-    header[7:7] = ["train img/s"] if with_throughput else []
-    header += ["runs", "seeds", "top-1 from"]
+    header = ["data", "model", "alpha", "epochs", "params", "MACs", "CPU latency (ms)"]
+    header += ["train img/s"] if with_throughput else []
+    header += ["top-1 (%)", "top-5 (%)", "runs", "seeds", "top-1 from"]
     with_settings = any(row.distinct for row in rows)
     header += ["settings"] if with_settings else []
     lines = []
