@@ -103,7 +103,7 @@ def measure_throughput(rows: list[Row], repeats: int = 5, warmup: int = 1) -> li
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        steps = []
+        steps, batches = [], []
         emulate = not cpu_has_fast_bf16()  # as octzoo fit trains bf16-mixed on a CPU without bfloat16 kernels
         for (*_, batch, side, bf16, channels_last), net in nets.items():
             if channels_last:
@@ -112,10 +112,11 @@ def measure_throughput(rows: list[Row], repeats: int = 5, warmup: int = 1) -> li
             with BF16Emulation() if bf16 and emulate else contextlib.nullcontext():  # its first, untimed step
                 step = train_step_fn(net, batch, side, dtype=dtype, channels_last=channels_last)
             steps.append(_emulated(step) if bf16 and emulate else step)
+            batches.append(batch)
         seconds = interleaved_medians(steps, repeats, warmup, clock("auto", 1))
     finally:
         torch.set_num_threads(threads)
-    img_s = {key: key[-4] / t for key, t in zip(nets, seconds, strict=True)}
+    img_s = {key: batch / t for key, batch, t in zip(nets, batches, seconds, strict=True)}
     for row in rows:
         row.train_img_s = img_s.get(_throughput_spec(row.first))
     return warnings
