@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .records import Run
@@ -26,6 +26,7 @@ class Row:
     source: str  # test | final | best
     top1: list[float]
     top5: list[float]
+    train_top1: list[float] = field(default_factory=list)  # training top-1 of the epoch top-1 comes from
     latency_ms: float | None = None  # octzoo compare --latency (runs.timing)
     train_img_s: float | None = None  # octzoo compare --throughput (runs.timing)
     distinct: str = ""  # the settings that set this row apart: those not shared by every row of the table
@@ -78,6 +79,7 @@ def aggregate(runs: Iterable[Run], metric: str = "test") -> Comparison:
                 source=source,
                 top1=[t[1] for t in with_metric],
                 top5=[t[2] for t in with_metric if t[2] is not None],
+                train_top1=[t for t in (r.train_top1(source) for r, *_ in with_metric) if t is not None],
             )
         )
     rows.sort(

@@ -18,11 +18,14 @@ Runs come from run folders (the ``summary.json`` and ``metrics.csv`` every ``oct
   run of the row has them and the last validation epoch otherwise (never a mix); ``final`` the last
   validation epoch; ``best`` the best validation epoch (top-5 at that epoch). A finished run without the
   metric stays out of the mean and is named below the table.
+- Training top-1 is that of the same epoch (the last, or the best validation epoch for ``best``): the running
+  accuracy on the augmented training batches that ``octzoo fit`` logs, so the distance to the validation top-1
+  shows how far a network fits its training set beyond what it generalises.
 
 Files written to ``--out``: ``compare.csv`` (one line per table row), ``runs.csv`` (one line per run read, with
 its role), ``top1_vs_macs.png`` (one line per model family through its alphas and one through its thinner plain
-networks, error bars over seeds), ``curves.png`` (validation top-1 per epoch and training loss per step of every
-run in the table) and, with ``--throughput``, ``top1_vs_throughput.png``.
+networks, error bars over seeds), ``curves.png`` (validation top-1, training top-1 dotted, per epoch and training
+loss per step of every run in the table) and, with ``--throughput``, ``top1_vs_throughput.png``.
 
 Costs measured on request, each network once, the rows interleaved: ``--latency`` the eager CPU latency at batch
 1; ``--throughput`` training images/s as the runs trained (their batch, bfloat16 autocast where the run's

@@ -96,7 +96,8 @@ def _plot_top1_against(
 
 
 def plot_curves(comparison: Comparison, path: Path) -> Path:
-    """Validation top-1 per epoch and training loss per step of every run in the table and every unfinished run."""
+    """Validation top-1 (and, dotted, training top-1) per epoch and training loss per step of every run in the
+    table and every unfinished run."""
     plt = pyplot()
     fig, (ax_val, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -111,10 +112,13 @@ def plot_curves(comparison: Comparison, path: Path) -> Path:
         if curves.val_acc1:
             epochs = sorted(curves.val_acc1)
             ax_val.plot(epochs, [100 * curves.val_acc1[e] for e in epochs], style, color=color, label=label)
+        if curves.train_acc1:  # thin and dotted, the colour of its run: the gap between the two is the over-fit
+            epochs = sorted(curves.train_acc1)
+            ax_val.plot(epochs, [100 * curves.train_acc1[e] for e in epochs], ":", color=color, lw=0.9)
         if curves.train_loss:
             steps = sorted(curves.train_loss)
             ax_loss.plot(steps, [curves.train_loss[s] for s in steps], style, color=color, label=label, lw=0.8)
-    ax_val.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation top-1")
+    ax_val.set(xlabel="epoch", ylabel="top-1 (%)", title="validation top-1 (training top-1 dotted)")
     ax_loss.set(xlabel="step", ylabel="train loss", title="training loss")
     for ax in (ax_val, ax_loss):
         ax.grid(alpha=0.3)

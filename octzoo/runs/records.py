@@ -36,11 +36,14 @@ _SKIP_DIRS = {"wandb", "checkpoints", ".git", "__pycache__"}
 
 @dataclass
 class Curves:
-    """Validation top-1/top-5 per epoch and training loss per step (the last value where a step repeats)."""
+    """Validation top-1/top-5 and training top-1 per epoch, training loss per step (the last value where an epoch
+    or step repeats). Training top-1 is the epoch's running accuracy on the augmented training batches, in train
+    mode, as ``ImageClassifier`` logs it (after a mid-epoch resume: on the batches after the resume)."""
 
     val_acc1: dict[int, float] = field(default_factory=dict)
     val_acc5: dict[int, float] = field(default_factory=dict)
     train_loss: dict[int, float] = field(default_factory=dict)
+    train_acc1: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,14 +109,29 @@ class Run:
         if source == "final":
             final = self.metrics.get("final") or {}
             return _num(final.get("val/acc1")), _num(final.get("val/acc5"))
+        best = self._best()
+        if best is None:
+            return None, None
+        return _num(best.get("value")), self.curves().val_acc5.get(best.get("epoch"))
+
+    def train_top1(self, source: str) -> float | None:
+        """Training top-1 (a fraction) of the epoch that :meth:`top` reads for ``source``: the best validation
+        epoch for best, the last epoch otherwise; None where the curves lack it. Set against the validation top-1
+        of that epoch it is the generalisation gap."""
+        epoch = (self._best() or {}).get("epoch") if source == "best" else max(self.curves().val_acc1, default=None)
+        return self.curves().train_acc1.get(epoch)
+
+    def _best(self) -> dict[str, Any] | None:
+        """``{"value", "epoch"}`` of the best validation top-1: the summary's, or (W&B keeps the last value only)
+        the history's."""
         best = (self.metrics.get("best") or {}).get("val/acc1")
-        if not best:  # W&B keeps the last value only: the best comes from the history
+        if not best:
             val = self.curves().val_acc1
             if not val:
-                return None, None
+                return None
             epoch = max(val, key=lambda e: (val[e], -e))
             best = {"value": val[epoch], "epoch": epoch}
-        return _num(best.get("value")), self.curves().val_acc5.get(best.get("epoch"))
+        return best
 
 
 def _num(value: Any) -> float | None:
@@ -246,6 +264,7 @@ def read_metrics_csv(path: Path) -> Curves:
                 ("val/acc1", curves.val_acc1, epoch),
                 ("val/acc5", curves.val_acc5, epoch),
                 ("train/loss", curves.train_loss, step),
+                ("train/acc1", curves.train_acc1, epoch),
             ]:
                 value = _cell(row.get(name))
                 if value is not None and at is not None:

@@ -60,7 +60,10 @@ def _rows_table(rows: list[Row]) -> str:
     with_throughput = any(row.train_img_s is not None for row in rows)  # measured by --throughput
     header = ["data", "model", "alpha", "epochs", "params", "MACs", "CPU latency (ms)"]
     header += ["train img/s"] if with_throughput else []
-    header += ["top-1 (%)", "top-5 (%)", "runs", "seeds", "top-1 from"]
+    header += ["top-1 (%)", "top-5 (%)"]
+    with_train = any(row.train_top1 for row in rows)
+    header += ["train top-1 (%)"] if with_train else []
+    header += ["runs", "seeds", "top-1 from"]
     with_settings = any(row.distinct for row in rows)
     header += ["settings"] if with_settings else []
     lines = []
@@ -71,7 +74,9 @@ def _rows_table(rows: list[Row]) -> str:
         lines.append(
             [run.dataset, run.label, f"{run.alpha:g}", _epochs(row), _params(run.params), _macs(run.macs)]
             + ["-" if row.latency_ms is None else f"{row.latency_ms:.2f}", *throughput]
-            + [_pct(row.top1), _pct(row.top5), runs]
+            + [_pct(row.top1), _pct(row.top5)]
+            + ([_pct(row.train_top1)] if with_train else [])
+            + [runs]
             + [",".join("-" if s is None else str(s) for s in row.seeds) or "-", SOURCE_LABELS[row.source]]
             + ([row.distinct or "-"] if with_settings else [])
         )
@@ -99,16 +104,17 @@ def write_csvs(comparison: Comparison, out: Path) -> list[Path]:
         w = csv.writer(f)
         w.writerow(
             ["dataset", "model", "family", "alpha", "width_mult", "epochs", "params", "macs", "latency_ms"]
-            + ["train_img_s", "top1_mean", "top1_std", "top5_mean", "top5_std", "n", "seeds", "source"]
+            + ["train_img_s", "top1_mean", "top1_std", "top5_mean", "top5_std", "train_top1_mean", "train_top1_std"]
+            + ["n", "seeds", "source"]
             + ["without_metric", "runs", "settings"]
         )
         for row in comparison.rows:
             run = row.first
-            (m1, s1), (m5, s5) = mean_std(row.top1), mean_std(row.top5)
+            (m1, s1), (m5, s5), (mt, st) = mean_std(row.top1), mean_std(row.top5), mean_std(row.train_top1)
             w.writerow(
                 [run.dataset, run.model, run.family, run.alpha, run.width_mult or 1, run.epochs, run.params, run.macs]
                 + [_round(row.latency_ms), _round(row.train_img_s)]
-                + [_round(m1, 100), _round(s1, 100), _round(m5, 100), _round(s5, 100)]
+                + [_round(m1, 100), _round(s1, 100), _round(m5, 100), _round(s5, 100), _round(mt, 100), _round(st, 100)]
                 + [len(row.runs), " ".join("-" if s is None else str(s) for s in row.seeds), row.source]
                 + [len(row.missing), " ".join(r.id for r in row.runs), row.distinct]
             )

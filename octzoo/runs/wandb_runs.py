@@ -93,6 +93,8 @@ def _wandb_curves(r: Any) -> Curves:
     for row in r.history(keys=["epoch", "val/acc1", "val/acc5"], samples=100_000, pandas=False):
         epoch = int(row["epoch"])
         curves.val_acc1[epoch], curves.val_acc5[epoch] = float(row["val/acc1"]), float(row["val/acc5"])
+    for row in r.history(keys=["epoch", "train/acc1"], samples=100_000, pandas=False):
+        curves.train_acc1[int(row["epoch"])] = float(row["train/acc1"])
     for row in r.history(keys=["trainer/global_step", "train/loss"], samples=100_000, pandas=False):
         curves.train_loss[int(row["trainer/global_step"])] = float(row["train/loss"])
     return curves

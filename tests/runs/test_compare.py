@@ -73,10 +73,14 @@ def test_a_real_run_gives_its_row_files_and_plots(trained, tmp_path, capsys):
     out = capsys.readouterr().out
     top1 = 100 * summary["metrics"]["test"]["test/acc1"]
     top5 = 100 * summary["metrics"]["test"]["test/acc5"]
+    # training top-1 of the last epoch, as the CSV logger wrote it (its one row with train/acc1)
+    [train] = [100 * float(r["train/acc1"]) for r in read_csv(run / "metrics.csv") if r["train/acc1"]]
     assert (
-        f"| cifar10 | oct_resnet20 | 0.25 | 1 | 0.270 M | 28.39 M | - | {top1:.2f} | {top5:.2f} | 1 | 0 | test |" in out
+        f"| cifar10 | oct_resnet20 | 0.25 | 1 | 0.270 M | 28.39 M | - | {top1:.2f} | {top5:.2f} | {train:.2f} | 1 | 0 "
+        "| test |" in out
     )
     [row] = read_csv(tmp_path / "out/compare.csv")
+    assert float(row["train_top1_mean"]) == pytest.approx(train, abs=1e-4) and row["train_top1_std"] == ""
     assert (row["model"], row["family"], row["alpha"], row["epochs"]) == ("oct_resnet20", "resnet20", "0.25", "1")
     assert (int(row["params"]), int(row["macs"])) == (269_722, 28_385_920)
     assert float(row["top1_mean"]) == pytest.approx(top1, abs=1e-4) and row["top1_std"] == ""
@@ -86,7 +90,7 @@ def test_a_real_run_gives_its_row_files_and_plots(trained, tmp_path, capsys):
 
     # the curves are the CSV logger's: two training steps, one validation epoch
     curves = read_local_run(run).curves()
-    assert sorted(curves.train_loss) == [0, 1] and list(curves.val_acc1) == [0]
+    assert sorted(curves.train_loss) == [0, 1] and list(curves.val_acc1) == list(curves.train_acc1) == [0]
     assert curves.val_acc1[0] == pytest.approx(summary["metrics"]["final"]["val/acc1"])
 
 
@@ -220,6 +224,36 @@ def test_best_metric_takes_top5_at_the_best_epoch(trained, tmp_path, capsys):
     assert float(row["top5_mean"]) == pytest.approx(100 * summary["metrics"]["final"]["val/acc5"], abs=1e-4)
     assert float(row["latency_ms"]) > 0
     assert "val, best epoch" in capsys.readouterr().out
+
+
+def test_training_top1_is_read_at_the_epoch_top1_comes_from(trained, tmp_path, capsys):
+    """Three epochs: validation top-1 30 / 60 / 50 %, training top-1 40 / 70 / 90 %. The last epoch's training
+    top-1 sits beside the final (and test) top-1, the best validation epoch's beside the best; seeds average."""
+    run, _ = trained
+    epochs = [(0, 0.3, 0.4), (1, 0.6, 0.7), (2, 0.5, 0.9)]
+    best = {"val/acc1": {"value": 0.6, "epoch": 1}}
+    runs = [
+        copy_run(run, tmp_path / f"s{seed}", {("seed",): seed, ("metrics", "best"): best, ("epochs",): 3})
+        for seed in (0, 1)
+    ]
+    for folder, shift in zip(runs, (0.0, 0.02), strict=True):
+        with (folder / "metrics.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", "step", "train/acc1", "train/loss", "val/acc1", "val/acc5"])
+            for epoch, val, train in epochs:
+                w.writerow([epoch, 10 * epoch + 9, "", 1.0, "", ""])  # a step row
+                w.writerow([epoch, 10 * epoch + 9, train + shift, "", "", ""])  # the epoch's training top-1
+                w.writerow([epoch, 10 * epoch + 9, "", "", val, 0.9])
+    for metric, train in (("final", 90.0), ("test", 90.0), ("best", 70.0)):
+        assert compare(*map(str, runs), "--metric", metric, "--out", str(tmp_path / metric), "--no-plots") == 0
+        [row] = read_csv(tmp_path / metric / "compare.csv")
+        assert float(row["train_top1_mean"]) == pytest.approx(train + 1.0, abs=1e-4), metric
+        assert float(row["train_top1_std"]) == pytest.approx(100 * statistics.stdev([0, 0.02]), abs=1e-4)
+    # without the summary's best (a W&B record) the best epoch comes from the curve
+    no_best = read_local_run(runs[0])
+    no_best.metrics = {"final": {}, "best": {}, "test": {}}
+    assert no_best.train_top1("best") == pytest.approx(0.7) and no_best.train_top1("final") == pytest.approx(0.9)
+    assert "| train top-1 (%) |" in capsys.readouterr().out
 
 
 def test_throughput_is_measured_as_each_run_trained(trained, tmp_path, monkeypatch, capsys):
