@@ -79,7 +79,9 @@ def _plot_top1_against(
         label += f"\n{distinct}" if distinct else ""
         ax.errorbar(xs, ys, yerr=errs, marker="s" if widths else "o", capsize=3, label=label)
         for x, y, r in zip(xs, ys, rows, strict=True):
-            text = f"x{r.first.width_mult or 1:g}" if widths else f"α={r.first.alpha:g}"
+            if widths and r.first.width_mult is None:
+                continue  # the full-width start of the width line: labelled α=0 on the alpha line
+            text = f"x{r.first.width_mult:g}" if widths else f"α={r.first.alpha:g}"
             ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 (%)")
