@@ -169,6 +169,9 @@ def test_a_run_stopped_by_a_signal_is_interrupted_not_failed(tmp_path, signum):
     which octzoo compare and sweep read as resumable, not as a run that broke; an error still says failed."""
     trainer = quiet_trainer(tmp_path, epochs=2, callbacks=[RunSummary(), SignalAt(signum)])
     handler = signal.getsignal(signal.SIGINT)
+    # Python's own Ctrl+C handler, as in a terminal: a shell without job control starts background commands (such
+    # as a test run under nohup) with SIGINT ignored, and Python then keeps ignoring it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(SystemExit):  # Lightning ends the run with SIGTERMException / sys.exit(1)
             trainer.fit(ImageClassifier("resnet20", scheduler="none"), OrderedData())
