@@ -114,7 +114,7 @@ def plot_curves(comparison: Comparison, path: Path) -> Path:
         if curves.val_acc1:
             epochs = sorted(curves.val_acc1)
             ax_val.plot(epochs, [100 * curves.val_acc1[e] for e in epochs], style, color=color, label=label)
-        if curves.train_acc1:  # thin and dotted, the colour of its run: the gap between the two is the over-fit
+        if curves.train_acc1:  # thin and dotted, the colour of its run: the distance is the generalisation gap
             epochs = sorted(curves.train_acc1)
             ax_val.plot(epochs, [100 * curves.train_acc1[e] for e in epochs], ":", color=color, lw=0.9)
         if curves.train_loss:
