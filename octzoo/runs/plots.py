@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .aggregate import SOURCE_LABELS, Comparison, Row, mean_std
@@ -28,7 +29,7 @@ def pyplot():
 def plot_top1_vs_macs(comparison: Comparison, path: Path) -> Path:
     """Top-1 against MACs: one line per (data set, family, budget, settings) through its alphas, and one through
     the widths of its thinner plain networks (which starts from the full-width plain point), points labelled with
-    alpha or width, std error bars."""
+    alpha or width (a family of plain networks only, with the network), std error bars."""
     return _plot_top1_against(
         comparison, path, lambda row: row.first.macs and row.first.macs / 1e6, "MACs (M)", "multiply-adds"
     )
@@ -48,6 +49,50 @@ def plot_top1_vs_throughput(comparison: Comparison, path: Path) -> Path:
     )
 
 
+@dataclass
+class _Line:
+    """One line of a top-1 plot: its legend label, marker and points (x, top-1 %, std %, the point's label)."""
+
+    label: str
+    marker: str
+    points: list[tuple[float, float, float, str | None]]
+
+
+def _lines(comparison: Comparison, x_of: Callable[[Row], float | None]) -> list[_Line]:
+    """The lines of a top-1 plot: per (data set, family, budget, settings) one through its alphas, labelled
+    ``α=...``, and one through its thinner plain networks, labelled ``x<width>``, which starts from the full-width
+    plain point (left unlabelled there: it is ``α=0`` on the alpha line). A family that has only plain networks at
+    full width (``resnet14`` beside ``resnet20``'s alphas) is a plain line, its points labelled with the network."""
+    groups: dict[tuple, list[Row]] = {}
+    for row in comparison.rows:
+        if row.top1 and x_of(row):
+            run = row.first
+            key = (run.dataset, run.family, run.epochs, row.distinct, run.width_mult is not None)
+            groups.setdefault(key, []).append(row)
+            if run.alpha == 0 and run.width_mult is None:  # the full-width plain network starts the width line too
+                groups.setdefault(key[:-1] + (True,), []).append(row)
+    lines = []
+    for (dataset, family, epochs, distinct, widths), rows in groups.items():
+        if widths and not any(r.first.width_mult for r in rows):
+            continue  # no thinner network: the full-width point alone is no width line
+        rows.sort(key=lambda r: (r.first.width_mult or 1, r.first.alpha))  # along the family's alphas or widths
+        octave = any(r.first.alpha for r in rows)
+        kind = "plain, by width" if widths else "by alpha" if octave else "plain"
+        sources = sorted({SOURCE_LABELS[r.source] for r in rows})
+        label = f"{family} {kind} ({dataset}, {epochs if epochs is not None else '?'} ep; {', '.join(sources)})"
+        label += f"\n{distinct}" if distinct else ""
+        points = []
+        for r in rows:
+            mean, std = mean_std(r.top1)
+            if widths:
+                text = None if r.first.width_mult is None else f"x{r.first.width_mult:g}"
+            else:
+                text = f"α={r.first.alpha:g}" if octave else r.first.label
+            points.append((x_of(r), 100 * mean, 100 * (std or 0.0), text))
+        lines.append(_Line(label, "s" if widths else "o", points))
+    return lines
+
+
 def _plot_top1_against(
     comparison: Comparison,
     path: Path,
@@ -58,31 +103,13 @@ def _plot_top1_against(
 ) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
-    lines: dict[tuple, list[Row]] = {}
-    for row in comparison.rows:
-        if row.top1 and x_of(row):
-            run = row.first
-            key = (run.dataset, run.family, run.epochs, row.distinct, run.width_mult is not None)
-            lines.setdefault(key, []).append(row)
-            if run.alpha == 0 and run.width_mult is None:  # the full-width plain network starts the width line too
-                lines.setdefault(key[:-1] + (True,), []).append(row)
-    lines = {key: rows for key, rows in lines.items() if not key[-1] or any(r.first.width_mult for r in rows)}
-    for (dataset, family, epochs, distinct, widths), rows in lines.items():
-        rows.sort(key=lambda r: (r.first.width_mult or 1, r.first.alpha))  # along the family's alphas or widths
-        xs = [x_of(r) for r in rows]
-        stats = [mean_std(r.top1) for r in rows]
-        ys = [100 * m for m, _ in stats]
-        errs = [100 * (s or 0.0) for _, s in stats]
-        sources = sorted({SOURCE_LABELS[r.source] for r in rows})
-        kind = "plain, by width" if widths else "by alpha"
-        label = f"{family} {kind} ({dataset}, {epochs if epochs is not None else '?'} ep; {', '.join(sources)})"
-        label += f"\n{distinct}" if distinct else ""
-        ax.errorbar(xs, ys, yerr=errs, marker="s" if widths else "o", capsize=3, label=label)
-        for x, y, r in zip(xs, ys, rows, strict=True):
-            if widths and r.first.width_mult is None:
-                continue  # the full-width start of the width line: labelled α=0 on the alpha line
-            text = f"x{r.first.width_mult:g}" if widths else f"α={r.first.alpha:g}"
-            ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    lines = _lines(comparison, x_of)
+    for line in lines:
+        xs, ys, errs, texts = zip(*line.points, strict=True)
+        ax.errorbar(xs, ys, yerr=errs, marker=line.marker, capsize=3, label=line.label)
+        for x, y, text in zip(xs, ys, texts, strict=True):
+            if text:
+                ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 (%)")
     ax.set_title(f"top-1 against {what} (mean ± std over seeds)")

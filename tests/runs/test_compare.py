@@ -20,6 +20,7 @@ from octzoo.bench.measure import train_step_fn
 from octzoo.cli import main as octzoo_main
 from octzoo.data import CIFAR10DataModule
 from octzoo.runs import aggregate, read_local_run, read_wandb_runs
+from octzoo.runs.plots import _lines
 from octzoo.runs.timing import _latency_spec, _throughput_spec, train_setup
 from octzoo.training.bf16 import BF16Emulation
 
@@ -254,6 +255,42 @@ def test_training_top1_is_read_at_the_epoch_top1_comes_from(trained, tmp_path, c
     no_best.metrics = {"final": {}, "best": {}, "test": {}}
     assert no_best.train_top1("best") == pytest.approx(0.7) and no_best.train_top1("final") == pytest.approx(0.9)
     assert "| train top-1 (%) |" in capsys.readouterr().out
+
+
+def test_the_plot_draws_alphas_widths_and_a_plain_family_apart(trained, tmp_path):
+    """Oct-ResNet-20 at two alphas, ResNet-20 at full and half width, and ResNet-14: the alpha line runs through
+    ResNet-20 and its alphas, the width line from half width to the full-width point (unlabelled there: it is
+    alpha 0 on the alpha line), and ResNet-14, a family without alphas, is a plain point named by its network."""
+    run, _ = trained
+
+    def top1(value: float) -> dict:
+        return {("metrics", "test", "test/acc1"): value}
+
+    plain = {("model",): "resnet20", ("alpha",): 0.0}
+    folders = [
+        copy_run(run, tmp_path / "a25", {("macs",): 28_000_000, **top1(0.5)}),
+        copy_run(run, tmp_path / "a50", {("alpha",): 0.5, ("macs",): 19_000_000, **top1(0.4)}),
+        copy_run(run, tmp_path / "r20", {**plain, ("macs",): 40_000_000, **top1(0.6)}),
+        copy_run(
+            run,
+            tmp_path / "thin",
+            {**plain, ("config", "model", "model_kwargs", "width_mult"): 0.5, ("macs",): 10_000_000, **top1(0.3)},
+        ),
+        copy_run(run, tmp_path / "r14", {("model",): "resnet14", ("alpha",): 0.0, ("macs",): 26_000_000, **top1(0.45)}),
+    ]
+    comparison = aggregate([read_local_run(f) for f in folders])
+    lines = {line.label.split(" (")[0]: line for line in _lines(comparison, lambda row: row.first.macs / 1e6)}
+    assert set(lines) == {"resnet20 by alpha", "resnet20 plain, by width", "resnet14 plain"}
+    by_alpha, by_width, r14 = lines["resnet20 by alpha"], lines["resnet20 plain, by width"], lines["resnet14 plain"]
+    assert [(x, round(y, 4), text) for x, y, _, text in by_alpha.points] == [
+        (40.0, 60.0, "α=0"),
+        (28.0, 50.0, "α=0.25"),
+        (19.0, 40.0, "α=0.5"),
+    ]
+    assert [(x, round(y, 4), text) for x, y, _, text in by_width.points] == [(10.0, 30.0, "x0.5"), (40.0, 60.0, None)]
+    assert [(x, round(y, 4), text) for x, y, _, text in r14.points] == [(26.0, 45.0, "resnet14")]
+    assert (by_alpha.marker, by_width.marker, r14.marker) == ("o", "s", "o")
+    assert r14.label == "resnet14 plain (cifar10, 1 ep; test)"
 
 
 def test_throughput_is_measured_as_each_run_trained(trained, tmp_path, monkeypatch, capsys):
