@@ -22,10 +22,11 @@ Runs come from run folders (the ``summary.json`` and ``metrics.csv`` every ``oct
   accuracy on the augmented training batches that ``octzoo fit`` logs, so the distance to the validation top-1
   shows how far a network fits its training set beyond what it generalises.
 
-Files written to ``--out``: ``compare.csv`` (one line per table row), ``runs.csv`` (one line per run read, with
-its role), ``top1_vs_macs.png`` (one line per model family through its alphas and one through its thinner plain
-networks, error bars over seeds), ``curves.png`` (validation top-1, training top-1 dotted, per epoch and training
-loss per step of every run in the table) and, with ``--throughput``, ``top1_vs_throughput.png``.
+Files written to ``--out``: ``compare.csv`` (one line per table row), ``runs.csv`` (one line per run read, with its
+role), ``top1_vs_macs.png`` (one line per model family through its alphas and one through its thinner plain
+networks, a family of plain networks only as a plain line; error bars over seeds), ``curves.png`` (validation top-1,
+training top-1 dotted, per epoch and training loss per step of every run in the table) and, with ``--throughput``,
+``top1_vs_throughput.png``.
 
 Costs measured on request, each network once, the rows interleaved: ``--latency`` the eager CPU latency at batch
 1; ``--throughput`` training images/s as the runs trained (their batch, bfloat16 autocast where the run's
